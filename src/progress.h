@@ -1,0 +1,3 @@
+#ifndef MAILREPL_PROGRESS_H
+#define MAILREPL_PROGRESS_H
+#endif

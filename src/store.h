@@ -1,0 +1,115 @@
+/* The state store: one SQLite database (WAL) in state_dir.
+ *
+ * It maps each master message (user, folder, unique name) to its replica
+ * UID under the folder's UIDVALIDITY, with the flags last pushed; records
+ * APPEND intents before they are sent; and keeps one record per run.
+ * Each thread opens its own handle. */
+#ifndef MAILREPL_STORE_H
+#define MAILREPL_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct store;
+
+/* Open or create <state_dir>/state.db (the directory is created with mode
+ * 0700 if missing) and migrate the schema. Returns 0 and *store_r, or -1
+ * with *error_r (caller frees). */
+int store_open(const char *state_dir, struct store **store_r, char **error_r);
+void store_close(struct store **store);
+/* The last SQLite error text, valid until the next call on store. */
+const char *store_error(struct store *store);
+
+int store_begin(struct store *store);
+int store_commit(struct store *store);
+int store_rollback(struct store *store);
+
+/* Folders. uidvalidity 0 means "not known". */
+int store_folder_get(struct store *store, const char *user,
+		     const char *folder, uint32_t *uidvalidity_r);
+/* Set the folder's UIDVALIDITY. A value different from the stored one
+ * deletes the folder's message map and intents first, because the old
+ * UIDs mean nothing under the new UIDVALIDITY. */
+int store_folder_set(struct store *store, const char *user,
+		     const char *folder, uint32_t uidvalidity);
+/* Forget a folder with its map. */
+int store_folder_delete(struct store *store, const char *user,
+			const char *folder);
+/* Whether any folder of user is known (we replicated to it before). */
+int store_user_known(struct store *store, const char *user, bool *known_r);
+/* Forget every folder, message and intent of user. */
+int store_user_forget(struct store *store, const char *user);
+
+/* Messages of one folder. */
+struct store_msg {
+	char *uniq;
+	uint32_t uid;
+	char *flags; /* canonical flag text as pushed */
+	uint64_t size; /* CRLF size */
+};
+/* Load the folder's map sorted by uniq (byte order). Free with
+ * store_msgs_free. */
+int store_msgs_load(struct store *store, const char *user,
+		    const char *folder, struct store_msg **msgs_r,
+		    size_t *count_r);
+void store_msgs_free(struct store_msg **msgs, size_t count);
+int store_msg_put(struct store *store, const char *user, const char *folder,
+		  const char *uniq, uint32_t uid, const char *flags,
+		  uint64_t size);
+int store_msg_set_flags(struct store *store, const char *user,
+			const char *folder, const char *uniq,
+			const char *flags);
+int store_msg_delete(struct store *store, const char *user,
+		     const char *folder, const char *uniq);
+/* Number of mapped messages, for all users when user is NULL. */
+int store_msg_count(struct store *store, const char *user,
+		    unsigned long long *count_r);
+
+/* APPEND intents: recorded before an APPEND is sent, removed when its
+ * APPENDUID is stored. An intent left after a crash tells which replica
+ * UIDs (>= uidnext) may hold a copy that landed. */
+int store_intent_add(struct store *store, const char *user,
+		     const char *folder, const char *uniq,
+		     uint32_t uidvalidity, uint32_t uidnext, uint64_t size);
+int store_intent_delete(struct store *store, const char *user,
+			const char *folder, const char *uniq);
+/* Lowest uidnext among the folder's intents, 0 when there is none. */
+int store_intent_min_uidnext(struct store *store, const char *user,
+			     const char *folder, uint32_t *uidnext_r);
+int store_intents_clear(struct store *store, const char *user,
+			const char *folder);
+
+/* Runs of the initial replication. */
+enum store_run_result {
+	RUN_RUNNING = 0,
+	RUN_OK,
+	RUN_FAILED,
+	RUN_REJECTED, /* done, but the replica rejected some messages */
+	RUN_INTERRUPTED,
+};
+struct store_run {
+	long long id;
+	char *kind; /* "init" */
+	time_t started, finished;
+	enum store_run_result result;
+	unsigned long long folders, messages, bytes, uploaded, adopted,
+		expunged, flag_updates, rejected, skipped;
+	char *error;
+};
+int store_run_start(struct store *store, const char *kind, long long *id_r);
+/* Write the counters, result, finish time and error of run->id. */
+int store_run_finish(struct store *store, const struct store_run *run);
+/* The latest run of kind; *found_r false when there is none. A run left
+ * RUNNING by a killed process is returned as RUN_INTERRUPTED. */
+int store_run_last(struct store *store, const char *kind,
+		   struct store_run *run_r, bool *found_r);
+void store_run_clear(struct store_run *run);
+const char *store_run_result_name(enum store_run_result result);
+
+/* Messages the replica rejected in a run, with the server's text. */
+int store_rejected_add(struct store *store, long long run_id,
+		       const char *user, const char *folder,
+		       const char *uniq, const char *reason);
+
+#endif

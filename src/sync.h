@@ -1,0 +1,3 @@
+#ifndef MAILREPL_SYNC_H
+#define MAILREPL_SYNC_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef MAILREPL_VERIFY_H
+#define MAILREPL_VERIFY_H
+#endif
