@@ -1,11 +1,479 @@
-/* mailrepl: the command-line tool. */
+/* mailrepl: the command-line tool.
+ *
+ *   mailrepl [-c FILE] COMMAND [OPTIONS]
+ */
 #include <config.h>
 
+#include "cfg.h"
+#include "log.h"
+#include "store.h"
+#include "sync.h"
+#include "util.h"
+#include "verify.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 64
+
+struct cli {
+	const char *config_path;
+	struct config *cfg;
+	char **users;
+	size_t nusers;
+};
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: mailrepl [-c FILE] COMMAND [OPTIONS]\n"
+		"\n"
+		"Commands:\n"
+		"  init      copy every mailbox of every user to the replica\n"
+		"  verify    compare the master's Maildir with the replica\n"
+		"  status    show the mode and the last initial replication\n"
+		"  log       print the replication log (-f follows it)\n"
+		"\n"
+		"Options:\n"
+		"  -c FILE        configuration file (default %s)\n"
+		"  -h, --help     show this help\n"
+		"  -V, --version  print the version\n"
+		"\n"
+		"init [--user U]... [--reset-replica [--yes]] [--dry-run]\n"
+		"  --user U         only user U (repeatable)\n"
+		"  --reset-replica  first empty these users' mailboxes on the\n"
+		"                   replica (asks for confirmation, or --yes)\n"
+		"  --dry-run        change nothing, report what would be done\n"
+		"  exit codes: 0 replica equals master, 1 failed, 2 done but\n"
+		"  some messages were not replicated, 75 locked by another run\n"
+		"\n"
+		"verify [--user U]...\n"
+		"  exit codes: 0 identical, 1 differences found, 3 error\n"
+		"\n"
+		"log [-f] [-n LINES]\n",
+		CONFIG_DEFAULT_PATH);
+}
+
+static int
+load_config(struct cli *cli)
+{
+	char *error = NULL;
+
+	if (config_load(cli->config_path, &cli->cfg, &error) < 0) {
+		fprintf(stderr, "mailrepl: %s\n", error);
+		free(error);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+open_log(struct cli *cli, bool tty)
+{
+	char *error = NULL;
+
+	if (log_open(cli->cfg->log_file, false, "mailrepl", &error) < 0) {
+		fprintf(stderr, "mailrepl: %s; set [general] log_file in %s "
+			"to a writable path\n", error, cli->cfg->path);
+		free(error);
+		return -1;
+	}
+	/* Without a terminal only errors reach stderr, so that cron stays
+	 * quiet on success; everything is in the log file. */
+	log_set_stderr(true);
+	log_set_stderr_level(tty ? LOG_LVL_WARN : LOG_LVL_ERROR);
+	return 0;
+}
+
+static bool
+master_ready(const struct cli *cli)
+{
+	if (cli->cfg->replica_host == NULL || cli->cfg->admin_user == NULL ||
+	    cli->cfg->admin_password == NULL) {
+		fprintf(stderr, "mailrepl: %s does not name the replica: set "
+			"[master] replica_host, admin_user and "
+			"admin_password_file\n", cli->cfg->path);
+		return false;
+	}
+	return true;
+}
+
+static bool
+confirm(const char *question)
+{
+	char answer[16];
+
+	fprintf(stderr, "%s [y/N] ", question);
+	if (fgets(answer, sizeof(answer), stdin) == NULL)
+		return false;
+	return answer[0] == 'y' || answer[0] == 'Y';
+}
+
+static void
+print_counts(FILE *out, const struct sync_counts *c, bool dry_run)
+{
+	fprintf(out,
+		"%s: %llu users, %llu folders, %llu messages (%.1f MB); "
+		"uploaded %llu, adopted %llu, expunged %llu, flag updates "
+		"%llu, rejected %llu, skipped %llu\n",
+		dry_run ? "dry run" : "init", c->users, c->folders,
+		c->messages, c->bytes / 1e6, c->uploaded, c->adopted,
+		c->expunged, c->flag_updates, c->rejected, c->skipped);
+}
+
+/* Parse the --user options shared by init and verify; other options go
+ * to handle(). Returns the exit code for a usage error, or 0. */
+static void
+add_user(struct cli *cli, const char *user)
+{
+	cli->users = xrealloc(cli->users, (cli->nusers + 1) * sizeof(char *));
+	cli->users[cli->nusers++] = xstrdup(user);
+}
+
+static int
+cmd_init(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"user", required_argument, NULL, 'u'},
+		{"reset-replica", no_argument, NULL, 'R'},
+		{"dry-run", no_argument, NULL, 'n'},
+		{"yes", no_argument, NULL, 'y'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct sync_options opt = {0};
+	struct sync_counts counts;
+	bool tty = isatty(STDERR_FILENO), yes = false;
+	char *error = NULL;
+	int c, code;
+
+	while ((c = getopt_long(argc, argv, "u:h", options, NULL)) != -1) {
+		switch (c) {
+		case 'u':
+			add_user(cli, optarg);
+			break;
+		case 'R':
+			opt.reset_replica = true;
+			break;
+		case 'n':
+			opt.dry_run = true;
+			break;
+		case 'y':
+			yes = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "mailrepl init: unexpected argument %s\n",
+			argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (load_config(cli) < 0 || !master_ready(cli) || open_log(cli, tty) < 0)
+		return SYNC_EXIT_FAILED;
+
+	if (opt.reset_replica && !yes && !opt.dry_run) {
+		if (!isatty(STDIN_FILENO)) {
+			fprintf(stderr, "mailrepl init: --reset-replica "
+				"deletes mail on the replica %s and needs "
+				"confirmation; add --yes to run it without a "
+				"terminal\n", cli->cfg->replica_host);
+			return SYNC_EXIT_FAILED;
+		}
+		if (!confirm("Empty the selected users' mailboxes on the "
+			     "replica first?"))
+			return SYNC_EXIT_FAILED;
+	}
+
+	opt.cfg = cli->cfg;
+	opt.password = cli->cfg->admin_password;
+	opt.users = cli->users;
+	opt.nusers = cli->nusers;
+	opt.progress = tty;
+	code = sync_init(&opt, &counts, &error);
+	if (code == SYNC_EXIT_LOCKED || (code == SYNC_EXIT_FAILED &&
+					 counts.users == 0)) {
+		fprintf(stderr, "mailrepl init: %s\n", error);
+	} else if (code != SYNC_EXIT_OK || tty || opt.dry_run) {
+		if (error != NULL)
+			fprintf(stderr, "mailrepl init: %s\n", error);
+		print_counts(code == SYNC_EXIT_OK ? stdout : stderr, &counts,
+			     opt.dry_run);
+		if (code == SYNC_EXIT_PARTIAL)
+			fprintf(stderr, "mailrepl init: some messages were "
+				"not replicated; each is listed in %s "
+				"(event=reject or event=skip)\n",
+				cli->cfg->log_file);
+	}
+	free(error);
+	return code;
+}
+
+static int
+cmd_verify(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"user", required_argument, NULL, 'u'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct verify_options opt = {0};
+	struct verify_counts counts;
+	char *error = NULL;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "u:h", options, NULL)) != -1) {
+		if (c == 'u') {
+			add_user(cli, optarg);
+		} else if (c == 'h') {
+			usage(stdout);
+			return 0;
+		} else {
+			return EXIT_USAGE;
+		}
+	}
+	if (load_config(cli) < 0 || !master_ready(cli) ||
+	    open_log(cli, isatty(STDERR_FILENO)) < 0)
+		return 3;
+	opt.cfg = cli->cfg;
+	opt.password = cli->cfg->admin_password;
+	opt.users = cli->users;
+	opt.nusers = cli->nusers;
+	r = verify_run(&opt, stdout, &counts, &error);
+	if (r < 0) {
+		fprintf(stderr, "mailrepl verify: %s\n", error);
+		free(error);
+		return 3;
+	}
+	printf("verify: %llu users, %llu folders, %llu messages compared, "
+	       "%llu differences%s\n",
+	       counts.users, counts.folders, counts.messages,
+	       counts.differences, r == 0 ? " (replica equals master)" : "");
+	if (counts.skipped > 0)
+		printf("verify: %llu master files were unreadable or invalid "
+		       "and not compared (see the log, event=skip)\n",
+		       counts.skipped);
+	return r;
+}
+
+static void
+print_time(const char *label, time_t t)
+{
+	char buf[64];
+	struct tm tm;
+
+	if (t == 0) {
+		printf("%s -\n", label);
+		return;
+	}
+	localtime_r(&t, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %z", &tm);
+	printf("%s %s\n", label, buf);
+}
+
+static int
+cmd_status(struct cli *cli, int argc, char **argv)
+{
+	struct store *store = NULL;
+	struct store_run run;
+	char *error = NULL;
+	bool found = false;
+
+	if (load_config(cli) < 0)
+		return 3;
+	printf("mode:            %s\n", cfg_mode_name(cli->cfg->mode));
+	if (cli->cfg->replica_host != NULL)
+		printf("replica:         %s\n", cli->cfg->replica_host);
+	if (store_open(cli->cfg->state_dir, &store, &error) < 0 ||
+	    store_run_last(store, "init", &run, &found) < 0) {
+		fprintf(stderr, "mailrepl status: %s\n",
+			error != NULL ? error : store_error(store));
+		free(error);
+		if (store != NULL)
+			store_close(&store);
+		return 3;
+	}
+	if (!found) {
+		printf("initial replication: never run\n");
+		store_close(&store);
+		return 1;
+	}
+	printf("initial replication: %s\n",
+	       store_run_result_name(run.result));
+	print_time("  started:      ", run.started);
+	print_time("  finished:     ", run.finished);
+	printf("  messages:      %llu (%llu uploaded, %llu adopted, %llu "
+	       "rejected, %llu skipped)\n",
+	       run.messages, run.uploaded, run.adopted, run.rejected,
+	       run.skipped);
+	if (run.error != NULL)
+		printf("  last error:    %s\n", run.error);
+	store_run_clear(&run);
+	store_close(&store);
+	return run.result == RUN_OK ? 0 : run.result == RUN_FAILED ? 2 : 1;
+}
+
+/* Print the last lines of f: find where they start by scanning once. */
+static void
+print_tail(FILE *f, long lines)
+{
+	long total = 0, skip;
+	char *line = NULL;
+	size_t cap = 0;
+
+	while (getline(&line, &cap, f) > 0)
+		total++;
+	rewind(f);
+	skip = total > lines ? total - lines : 0;
+	while (getline(&line, &cap, f) > 0) {
+		if (skip > 0)
+			skip--;
+		else
+			fputs(line, stdout);
+	}
+	free(line);
+	fflush(stdout);
+}
+
+/* Follow the log like tail -F: new lines as they come, and the new file
+ * after logrotate moved the old one. */
+static int
+follow(const char *path, FILE *f)
+{
+	char buf[8192];
+	struct stat st_path, st_open;
+
+	for (;;) {
+		size_t n = fread(buf, 1, sizeof(buf), f);
+
+		if (n > 0) {
+			fwrite(buf, 1, n, stdout);
+			fflush(stdout);
+			continue;
+		}
+		clearerr(f);
+		if (stat(path, &st_path) == 0 && fstat(fileno(f), &st_open) == 0 &&
+		    st_path.st_ino != st_open.st_ino) {
+			FILE *next = fopen(path, "r");
+
+			if (next != NULL) {
+				fclose(f);
+				f = next;
+				continue;
+			}
+		}
+		usleep(200 * 1000);
+	}
+	return 0;
+}
+
+static int
+cmd_log(struct cli *cli, int argc, char **argv)
+{
+	bool follow_on = false;
+	long lines = 20;
+	FILE *f;
+	int c;
+
+	while ((c = getopt(argc, argv, "fn:h")) != -1) {
+		switch (c) {
+		case 'f':
+			follow_on = true;
+			break;
+		case 'n':
+			lines = strtol(optarg, NULL, 10);
+			if (lines < 0) {
+				fprintf(stderr, "mailrepl log: invalid -n %s; "
+					"give a number of lines\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (load_config(cli) < 0)
+		return 1;
+	f = fopen(cli->cfg->log_file, "r");
+	if (f == NULL) {
+		fprintf(stderr, "mailrepl log: cannot open %s: %s\n",
+			cli->cfg->log_file, strerror(errno));
+		return 1;
+	}
+	print_tail(f, lines);
+	if (follow_on)
+		return follow(cli->cfg->log_file, f);
+	fclose(f);
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int (*run)(struct cli *cli, int argc, char **argv);
+} commands[] = {
+	{"init", cmd_init},
+	{"verify", cmd_verify},
+	{"status", cmd_status},
+	{"log", cmd_log},
+};
 
 int
 main(int argc, char **argv)
 {
-	fprintf(stderr, "mailrepl: not built yet\n");
-	return 1;
+	struct cli cli = {.config_path = CONFIG_DEFAULT_PATH};
+	int code = EXIT_USAGE, i = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+			cli.config_path = argv[++i];
+		} else if (strcmp(argv[i], "-h") == 0 ||
+			   strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "-V") == 0 ||
+			   strcmp(argv[i], "--version") == 0) {
+			printf("mailrepl %s\n", PACKAGE_VERSION);
+			return 0;
+		} else {
+			fprintf(stderr, "mailrepl: unknown option %s; see "
+				"mailrepl --help\n", argv[i]);
+			return EXIT_USAGE;
+		}
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	for (size_t k = 0; k < sizeof(commands) / sizeof(*commands); k++) {
+		if (strcmp(argv[i], commands[k].name) == 0) {
+			optind = 1;
+			code = commands[k].run(&cli, argc - i, argv + i);
+			goto out;
+		}
+	}
+	fprintf(stderr, "mailrepl: unknown command %s; see mailrepl --help\n",
+		argv[i]);
+out:
+	for (size_t k = 0; k < cli.nusers; k++)
+		free(cli.users[k]);
+	free(cli.users);
+	config_free(&cli.cfg);
+	log_close();
+	return code;
 }

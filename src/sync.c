@@ -1,2 +1,572 @@
-/* Not written yet. */
+/* The initial replication: the run, its lock and its worker threads. */
 #include <config.h>
+#include "sync_private.h"
+
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Connection-class failures of one unit are retried this many times,
+ * with a pause of 1, 2, 4... seconds between attempts. */
+#define UNIT_ATTEMPTS 4
+
+int
+sync_lock(const char *state_dir, char **error_r)
+{
+	char *path = xasprintf("%s/lock", state_dir);
+	int fd;
+
+	if (mkdir(state_dir, 0700) < 0 && errno != EEXIST) {
+		*error_r = xasprintf("cannot create state_dir %s: %s",
+				     state_dir, strerror(errno));
+		free(path);
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		*error_r = xasprintf("cannot open lock file %s: %s", path,
+				     strerror(errno));
+		free(path);
+		return -1;
+	}
+	free(path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int saved = errno;
+
+		close(fd);
+		if (saved == EWOULDBLOCK)
+			return -2;
+		*error_r = xasprintf("cannot lock %s/lock: %s", state_dir,
+				     strerror(saved));
+		return -1;
+	}
+	return fd;
+}
+
+int
+sync_connect(struct sync_worker *w, size_t ui, struct mrerr *err)
+{
+	if (w->conn != NULL && w->conn_user == ui)
+		return 0;
+	imapc_free(&w->conn);
+	w->conn = imapc_connect(&w->run->params, w->run->users[ui].name, err);
+	if (w->conn == NULL) {
+		w->conn_user = SIZE_MAX;
+		return -1;
+	}
+	w->conn_user = ui;
+	return 0;
+}
+
+void
+sync_disconnect(struct sync_worker *w)
+{
+	imapc_free(&w->conn);
+	w->conn_user = SIZE_MAX;
+}
+
+void
+sync_note_error(struct sync_worker *w, const char *user, const char *folder,
+		const struct mrerr *err)
+{
+	struct sync_run *run = w->run;
+	struct logline *line = log_begin(LOG_LVL_ERROR, "error");
+
+	log_str(line, "scope", mrerr_scope_name(err->scope));
+	if (user != NULL)
+		log_str(line, "user", user);
+	if (folder != NULL)
+		log_str(line, "folder", folder);
+	log_str(line, "error", err->text);
+	log_end(line);
+
+	pthread_mutex_lock(&run->lock);
+	if (run->first_error == NULL)
+		run->first_error = xstrdup(err->text);
+	if (err->scope == MRERR_CONFIG && run->fatal == NULL)
+		run->fatal = xstrdup(err->text);
+	pthread_mutex_unlock(&run->lock);
+}
+
+char *
+sync_replica_name(struct imapc *c, const char *folder)
+{
+	char sep = imapc_separator(c);
+	char *name = xstrdup(folder);
+
+	/* Maildir++ separates levels with '.'; a replica configured with
+	 * another separator gets the same hierarchy. */
+	if (sep != '.') {
+		for (char *p = name; *p; p++) {
+			if (*p == '.')
+				*p = sep;
+		}
+	}
+	return name;
+}
+
+static bool
+run_stopped(struct sync_run *run)
+{
+	bool stopped;
+
+	pthread_mutex_lock(&run->lock);
+	stopped = run->fatal != NULL;
+	pthread_mutex_unlock(&run->lock);
+	return stopped;
+}
+
+static void
+log_retry(const char *user, const char *folder, int attempt_no,
+	  const struct mrerr *err)
+{
+	struct logline *line = log_begin(LOG_LVL_WARN, "retry");
+
+	log_str(line, "user", user);
+	if (folder != NULL)
+		log_str(line, "folder", folder);
+	log_int(line, "attempt", attempt_no);
+	log_str(line, "error", err->text);
+	log_end(line);
+}
+
+/* Run step(ui or unit) with retries of connection-class failures. */
+static int
+attempt(struct sync_worker *w, size_t ui, const struct sync_unit *unit)
+{
+	const char *user = w->run->users[ui].name;
+	const char *folder = unit != NULL ? unit->folder.name : NULL;
+	struct mrerr err;
+	int r = -1;
+
+	mrerr_clear(&err);
+	for (int i = 0; i < UNIT_ATTEMPTS && !run_stopped(w->run); i++) {
+		mrerr_clear(&err);
+		if (i > 0)
+			sleep(1u << (i - 1));
+		if (sync_connect(w, ui, &err) == 0) {
+			r = unit != NULL ? sync_folder(w, unit, &err)
+					 : sync_prepare_user(w, ui, &err);
+			if (r == 0)
+				return 0;
+		}
+		if (err.scope != MRERR_CONNECTION)
+			break;
+		sync_disconnect(w);
+		log_retry(user, folder, i + 1, &err);
+	}
+	if (err.scope == MRERR_NONE)
+		return r;
+	sync_note_error(w, user, folder, &err);
+	if (err.scope == MRERR_CONNECTION)
+		sync_disconnect(w);
+	if (unit != NULL)
+		w->counts.folder_errors++;
+	return -1;
+}
+
+static void
+mark_user_failed(struct sync_worker *w, size_t ui)
+{
+	pthread_mutex_lock(&w->run->lock);
+	w->run->user_failed[ui] = true;
+	pthread_mutex_unlock(&w->run->lock);
+	w->counts.user_errors++;
+}
+
+static void
+prepare_users(struct sync_worker *w)
+{
+	struct sync_run *run = w->run;
+	size_t ui;
+
+	for (;;) {
+		pthread_mutex_lock(&run->lock);
+		ui = run->next_user < run->nusers ? run->next_user++ : SIZE_MAX;
+		pthread_mutex_unlock(&run->lock);
+		if (ui == SIZE_MAX || run_stopped(run))
+			return;
+		if (attempt(w, ui, NULL) < 0)
+			mark_user_failed(w, ui);
+	}
+}
+
+static void
+sync_units(struct sync_worker *w)
+{
+	struct sync_run *run = w->run;
+	const struct sync_unit *unit;
+	bool skip;
+
+	for (;;) {
+		pthread_mutex_lock(&run->lock);
+		unit = run->next_unit < run->nunits
+			       ? &run->units[run->next_unit++]
+			       : NULL;
+		skip = unit != NULL && run->user_failed[unit->user];
+		pthread_mutex_unlock(&run->lock);
+		if (unit == NULL || run_stopped(run))
+			return;
+		if (!skip)
+			attempt(w, unit->user, unit);
+		atomic_fetch_add(&run->progress.folders_done, 1);
+	}
+}
+
+static void
+add_counts(struct sync_counts *to, const struct sync_counts *from)
+{
+	const unsigned long long *src = (const unsigned long long *)from;
+	unsigned long long *dst = (unsigned long long *)to;
+
+	/* struct sync_counts holds only unsigned long long counters. */
+	for (size_t i = 0; i < sizeof(*from) / sizeof(*src); i++)
+		dst[i] += src[i];
+}
+
+/* The worker body of both phases; phase is passed via run state. */
+struct worker_arg {
+	struct sync_worker w;
+	int phase;
+	pthread_t thread;
+};
+
+static void *
+worker_main(void *arg)
+{
+	struct worker_arg *a = arg;
+
+	if (a->phase == 1)
+		prepare_users(&a->w);
+	else
+		sync_units(&a->w);
+	return NULL;
+}
+
+static int
+run_phase(struct sync_run *run, struct worker_arg *workers, size_t n,
+	  int phase)
+{
+	size_t started = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		workers[i].phase = phase;
+		if (pthread_create(&workers[i].thread, NULL, worker_main,
+				   &workers[i]) != 0)
+			break;
+		started++;
+	}
+	/* With no thread at all, do the work here. */
+	if (started == 0) {
+		worker_main(&workers[0]);
+		return 0;
+	}
+	for (size_t i = 0; i < started; i++)
+		pthread_join(workers[i].thread, NULL);
+	return 0;
+}
+
+static bool
+user_selected(const struct sync_options *opt, const char *name)
+{
+	if (opt->users == NULL)
+		return true;
+	for (size_t i = 0; i < opt->nusers; i++) {
+		if (strcmp(opt->users[i], name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Load the users to replicate; every --user must exist on the master. */
+static int
+load_users(struct sync_run *run, char **error_r)
+{
+	const struct sync_options *opt = run->opt;
+	struct md_user *all;
+	size_t nall, kept = 0;
+
+	if (md_list_users(opt->cfg, &all, &nall, error_r) < 0)
+		return -1;
+	for (size_t i = 0; i < opt->nusers; i++) {
+		bool found = false;
+
+		for (size_t j = 0; j < nall && !found; j++)
+			found = strcmp(all[j].name, opt->users[i]) == 0;
+		if (!found) {
+			*error_r = xasprintf(
+				"user %s not found under %s (user_path %s); "
+				"check the name with ls %s",
+				opt->users[i], opt->cfg->maildir_root,
+				opt->cfg->user_path, opt->cfg->maildir_root);
+			md_users_free(&all, nall);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < nall; i++) {
+		if (user_selected(opt, all[i].name)) {
+			all[kept++] = all[i];
+		} else {
+			free(all[i].name);
+			free(all[i].path);
+		}
+	}
+	run->users = all;
+	run->nusers = kept;
+	run->user_failed = xcalloc(kept ? kept : 1, sizeof(bool));
+	return 0;
+}
+
+/* List every folder of every user as a unit, and count messages and
+ * bytes for the progress line. */
+static void
+build_units(struct sync_run *run)
+{
+	size_t cap = 0;
+
+	for (size_t ui = 0; ui < run->nusers; ui++) {
+		struct md_folder *folders;
+		size_t nfolders;
+		struct md_stats stats = {0};
+		char *error = NULL;
+
+		if (md_list_folders(run->users[ui].path, &folders, &nfolders,
+				    &stats, &error) < 0) {
+			log_msg(LOG_LVL_ERROR, "error", "user %s: %s",
+				run->users[ui].name, error);
+			free(error);
+			run->user_failed[ui] = true;
+			run->counts.user_errors++;
+			continue;
+		}
+		run->counts.folders += nfolders;
+		for (size_t f = 0; f < nfolders; f++) {
+			run->units = xgrow(run->units, &cap, run->nunits + 1,
+					   sizeof(*run->units));
+			run->units[run->nunits].user = ui;
+			run->units[run->nunits].folder = folders[f];
+			run->nunits++;
+		}
+		free(folders); /* the names and paths moved to the units */
+	}
+	atomic_store(&run->progress.folders_total, run->nunits);
+}
+
+/* Count messages and bytes up front so the progress line has an ETA. */
+static void
+count_totals(struct sync_run *run)
+{
+	for (size_t i = 0; i < run->nunits; i++) {
+		struct md_message *msgs;
+		size_t n;
+		struct md_stats stats = {0};
+		char *error = NULL;
+
+		if (md_scan_folder(&run->units[i].folder,
+				   run->users[run->units[i].user].name, &msgs,
+				   &n, &stats, &error) < 0) {
+			free(error);
+			continue;
+		}
+		atomic_fetch_add(&run->progress.messages_total, n);
+		atomic_fetch_add(&run->progress.bytes_total, stats.bytes);
+		md_messages_free(&msgs, n);
+	}
+}
+
+static int
+result_code(const struct sync_run *run, enum store_run_result *result_r)
+{
+	const struct sync_counts *c = &run->counts;
+
+	if (run->fatal != NULL || c->user_errors > 0 || c->folder_errors > 0) {
+		*result_r = RUN_FAILED;
+		return SYNC_EXIT_FAILED;
+	}
+	if (c->rejected > 0 || c->skipped > 0) {
+		*result_r = RUN_REJECTED;
+		return SYNC_EXIT_PARTIAL;
+	}
+	*result_r = RUN_OK;
+	return SYNC_EXIT_OK;
+}
+
+static void
+log_run_end(const struct sync_run *run, enum store_run_result result,
+	    long long ms)
+{
+	const struct sync_counts *c = &run->counts;
+	struct logline *line = log_begin(
+		result == RUN_OK ? LOG_LVL_INFO : LOG_LVL_WARN, "run_end");
+
+	log_str(line, "result", store_run_result_name(result));
+	log_int(line, "users", (long long)c->users);
+	log_int(line, "folders", (long long)c->folders);
+	log_int(line, "messages", (long long)c->messages);
+	log_int(line, "uploaded", (long long)c->uploaded);
+	log_int(line, "adopted", (long long)c->adopted);
+	log_int(line, "expunged", (long long)c->expunged);
+	log_int(line, "flag_updates", (long long)c->flag_updates);
+	log_int(line, "rejected", (long long)c->rejected);
+	log_int(line, "skipped", (long long)c->skipped);
+	log_int(line, "ms", ms);
+	if (run->opt->dry_run)
+		log_str(line, "dry_run", "yes");
+	log_end(line);
+}
+
+static void
+record_run(struct store *store, const struct sync_run *run,
+	   enum store_run_result result)
+{
+	const struct sync_counts *c = &run->counts;
+	struct store_run rec = {
+		.id = run->run_id,
+		.finished = time(NULL),
+		.result = result,
+		.folders = c->folders,
+		.messages = c->messages,
+		.bytes = c->bytes,
+		.uploaded = c->uploaded,
+		.adopted = c->adopted,
+		.expunged = c->expunged,
+		.flag_updates = c->flag_updates,
+		.rejected = c->rejected,
+		.skipped = c->skipped,
+		.error = run->fatal != NULL ? run->fatal : run->first_error,
+	};
+
+	if (store_run_finish(store, &rec) < 0)
+		log_msg(LOG_LVL_ERROR, "error", "cannot record the run: %s",
+			store_error(store));
+}
+
+static void
+run_workers(struct sync_run *run)
+{
+	size_t n = run->opt->cfg->workers;
+	struct worker_arg *workers = xcalloc(n, sizeof(*workers));
+	char *error = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		workers[i].w.run = run;
+		workers[i].w.conn_user = SIZE_MAX;
+		if (store_open(run->opt->cfg->state_dir, &workers[i].w.store,
+			       &error) < 0) {
+			run->fatal = error;
+			goto out;
+		}
+	}
+	run_phase(run, workers, n, 1);
+	run_phase(run, workers, n, 2);
+
+out:
+	for (size_t i = 0; i < n; i++) {
+		imapc_free(&workers[i].w.conn);
+		if (workers[i].w.store != NULL)
+			store_close(&workers[i].w.store);
+		add_counts(&run->counts, &workers[i].w.counts);
+	}
+	free(workers);
+}
+
+static void
+run_free(struct sync_run *run)
+{
+	for (size_t i = 0; i < run->nunits; i++) {
+		free(run->units[i].folder.name);
+		free(run->units[i].folder.path);
+	}
+	free(run->units);
+	md_users_free(&run->users, run->nusers);
+	free(run->user_failed);
+	free(run->fatal);
+	free(run->first_error);
+	pthread_mutex_destroy(&run->lock);
+}
+
+static void
+init_params(struct sync_run *run)
+{
+	const struct config *cfg = run->opt->cfg;
+
+	run->params.host = cfg->replica_host;
+	run->params.port = cfg->imap_port;
+	run->params.tls = cfg->imap_tls;
+	run->params.ca_file = cfg->tls_ca_file;
+	run->params.fingerprint = cfg->tls_fingerprint;
+	run->params.admin_user = cfg->admin_user;
+	run->params.password = run->opt->password;
+	run->params.timeout = cfg->imap_timeout;
+}
+
+int
+sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
+	  char **error_r)
+{
+	struct sync_run run = {.opt = opt};
+	struct store *store = NULL;
+	struct progress_display *display = NULL;
+	enum store_run_result result = RUN_FAILED;
+	long long started = monotonic_ms();
+	int lock_fd, code = SYNC_EXIT_FAILED;
+
+	*error_r = NULL;
+	pthread_mutex_init(&run.lock, NULL);
+	init_params(&run);
+	lock_fd = sync_lock(opt->cfg->state_dir, error_r);
+	if (lock_fd == -2) {
+		*error_r = xasprintf("another initial replication or the "
+				     "agent holds the lock in %s; try again "
+				     "when it has finished",
+				     opt->cfg->state_dir);
+		code = SYNC_EXIT_LOCKED;
+		goto out;
+	}
+	if (lock_fd < 0 || store_open(opt->cfg->state_dir, &store, error_r) < 0)
+		goto out;
+	if (load_users(&run, error_r) < 0)
+		goto out;
+	if (!opt->dry_run && store_run_start(store, "init", &run.run_id) < 0) {
+		*error_r = xasprintf("cannot record the run in %s: %s",
+				     opt->cfg->state_dir, store_error(store));
+		goto out;
+	}
+	log_msg(LOG_LVL_INFO, "run_start", "initial replication of %zu users "
+		"to %s%s", run.nusers, opt->cfg->replica_host,
+		opt->dry_run ? " (dry run)" : "");
+
+	run.counts.users = run.nusers;
+	build_units(&run);
+	if (opt->progress)
+		count_totals(&run);
+	display = progress_start(&run.progress, STDERR_FILENO, opt->progress);
+	run_workers(&run);
+	progress_stop(&display);
+
+	code = result_code(&run, &result);
+	log_run_end(&run, result, monotonic_ms() - started);
+	if (!opt->dry_run)
+		record_run(store, &run, result);
+	if (code == SYNC_EXIT_FAILED)
+		*error_r = xstrdup(run.fatal != NULL ? run.fatal
+				   : run.first_error != NULL
+					   ? run.first_error
+					   : "some users or folders failed");
+out:
+	if (counts_r != NULL)
+		*counts_r = run.counts;
+	if (store != NULL)
+		store_close(&store);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	run_free(&run);
+	return code;
+}

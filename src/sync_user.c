@@ -1,0 +1,388 @@
+/* The initial replication, first phase: prepare one user on the replica.
+ *
+ * Folders are created parents first and subscriptions copied before any
+ * message moves, so that the second phase can work on folders in any
+ * order and in parallel. */
+#include <config.h>
+#include "sync_private.h"
+
+#include "log.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct user_ctx {
+	struct sync_worker *w;
+	const char *user;
+	const char *user_path;
+	bool dry_run;
+	struct md_folder *folders;
+	size_t nfolders;
+	struct imapc_mailbox *rlist;
+	size_t nrlist;
+};
+
+static void
+log_folder_event(const char *event, const char *user, const char *folder)
+{
+	struct logline *line = log_begin(LOG_LVL_INFO, event);
+	char *display = mutf7_to_utf8(folder);
+
+	log_str(line, "user", user);
+	log_str(line, "folder", display);
+	log_end(line);
+	free(display);
+}
+
+static bool
+replica_has(const struct user_ctx *u, const char *name, bool selectable)
+{
+	for (size_t i = 0; i < u->nrlist; i++) {
+		if (strcmp(u->rlist[i].name, name) == 0)
+			return !selectable || !u->rlist[i].noselect;
+	}
+	return false;
+}
+
+/* The master folder whose replica name is name, or NULL. */
+static const struct md_folder *
+master_folder(const struct user_ctx *u, const char *name)
+{
+	const struct md_folder *found = NULL;
+
+	for (size_t i = 0; i < u->nfolders && found == NULL; i++) {
+		char *rname = sync_replica_name(u->w->conn,
+						u->folders[i].name);
+
+		if (strcmp(rname, name) == 0)
+			found = &u->folders[i];
+		free(rname);
+	}
+	return found;
+}
+
+static int
+relist(struct user_ctx *u, struct mrerr *err)
+{
+	imapc_mailboxes_free(&u->rlist, u->nrlist);
+	return imapc_list(u->w->conn, false, &u->rlist, &u->nrlist, err);
+}
+
+/* Sort mailbox names so that children come before their parents. */
+static int
+cmp_desc(const void *a, const void *b)
+{
+	const struct imapc_mailbox *x = a, *y = b;
+
+	return strcmp(y->name, x->name);
+}
+
+static int
+expunge_all(struct user_ctx *u, const char *name, struct mrerr *err)
+{
+	struct imapc_status st;
+	struct imapc_msg *msgs = NULL;
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	int ret = -1;
+
+	if (imapc_select(u->w->conn, name, &st, err) < 0 ||
+	    imapc_fetch_all(u->w->conn, 1, &msgs, &n, err) < 0)
+		goto out;
+	uids = xcalloc(n ? n : 1, sizeof(*uids));
+	for (size_t i = 0; i < n; i++)
+		uids[i] = msgs[i].uid;
+	if (n > 0 && imapc_expunge_uids(u->w->conn, uids, n, err) < 0)
+		goto out;
+	u->w->counts.expunged += n;
+	ret = 0;
+out:
+	free(uids);
+	imapc_msgs_free(&msgs, n);
+	return ret;
+}
+
+/* Empty the user's mailboxes on the replica (--reset-replica): every
+ * folder but INBOX is deleted, children first, and INBOX is expunged. */
+static int
+reset_user(struct user_ctx *u, struct mrerr *err)
+{
+	qsort(u->rlist, u->nrlist, sizeof(*u->rlist), cmp_desc);
+	log_folder_event("reset", u->user, "*");
+	for (size_t i = 0; i < u->nrlist; i++) {
+		const char *name = u->rlist[i].name;
+
+		if (u->dry_run)
+			continue;
+		if (strcasecmp(name, "INBOX") == 0) {
+			if (expunge_all(u, name, err) < 0)
+				return -1;
+		} else if (imapc_delete(u->w->conn, name, err) < 0) {
+			return -1;
+		}
+	}
+	if (!u->dry_run && store_user_forget(u->w->store, u->user) < 0)
+		return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
+				 "state store: %s", store_error(u->w->store));
+	return u->dry_run ? 0 : relist(u, err);
+}
+
+/* Adopt the replica messages of one folder that are copies of the
+ * master's; returns how many replica messages are not. */
+static long
+adopt_folder(struct user_ctx *u, const struct md_folder *folder,
+	     const char *rname, struct mrerr *err)
+{
+	struct sync_worker *w = u->w;
+	struct md_message *msgs = NULL;
+	struct imapc_msg *rmsgs = NULL;
+	size_t n = 0, nr = 0, *wanted = NULL, *unknown = NULL, *match = NULL;
+	struct md_stats stats = {0};
+	struct imapc_status st;
+	char *error = NULL;
+	long pairs, ret = -1;
+
+	if (imapc_select(w->conn, rname, &st, err) < 0 ||
+	    imapc_fetch_all(w->conn, 1, &rmsgs, &nr, err) < 0)
+		goto out;
+	if (md_scan_folder(folder, u->user, &msgs, &n, &stats, &error) < 0) {
+		mrerr_set(err, MRERR_FOLDER, MRERR_RETRY_LATER, "%s", error);
+		goto out;
+	}
+	wanted = xcalloc(n + 1, sizeof(size_t));
+	unknown = xcalloc(nr + 1, sizeof(size_t));
+	match = xcalloc(n + 1, sizeof(size_t));
+	for (size_t i = 0; i < n; i++)
+		wanted[i] = i;
+	for (size_t i = 0; i < nr; i++)
+		unknown[i] = i;
+	pairs = sync_rematch(w, msgs, wanted, n, rmsgs, unknown, nr, match,
+			     err);
+	if (pairs < 0)
+		goto out;
+
+	if (!u->dry_run) {
+		store_begin(w->store);
+		store_folder_set(w->store, u->user, folder->name,
+				 st.uidvalidity);
+		for (size_t i = 0; i < n; i++) {
+			char *flags;
+
+			if (match[i] == SIZE_MAX)
+				continue;
+			flags = flagset_format(&rmsgs[match[i]].flags);
+			store_msg_put(w->store, u->user, folder->name,
+				      msgs[i].uniq, rmsgs[match[i]].uid, flags,
+				      rmsgs[match[i]].size);
+			free(flags);
+		}
+		if (store_commit(w->store) < 0) {
+			mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
+				  "state store: %s", store_error(w->store));
+			goto out;
+		}
+	}
+	w->counts.adopted += (unsigned long long)pairs;
+	ret = (long)nr - pairs;
+out:
+	free(error);
+	free(wanted);
+	free(unknown);
+	free(match);
+	md_messages_free(&msgs, n);
+	imapc_msgs_free(&rmsgs, nr);
+	return ret;
+}
+
+/* A user we never replicated to must have an empty replica, or one that
+ * holds only copies of the master's messages (the state store was lost):
+ * those are adopted. Anything else is someone else's mail. */
+static int
+check_foreign(struct user_ctx *u, struct mrerr *err)
+{
+	unsigned long long foreign = 0;
+	const char *where = NULL;
+
+	for (size_t i = 0; i < u->nrlist; i++) {
+		const char *rname = u->rlist[i].name;
+		const struct md_folder *mf;
+		struct imapc_status st;
+		long left;
+
+		if (u->rlist[i].noselect)
+			continue;
+		if (imapc_select(u->w->conn, rname, &st, err) < 0)
+			return -1;
+		if (st.exists == 0)
+			continue;
+		mf = master_folder(u, rname);
+		left = mf != NULL ? adopt_folder(u, mf, rname, err)
+				  : (long)st.exists;
+		if (left < 0)
+			return -1;
+		if (left > 0 && where == NULL)
+			where = rname;
+		foreign += (unsigned long long)left;
+	}
+	if (foreign == 0)
+		return 0;
+
+	if (!u->dry_run)
+		store_user_forget(u->w->store, u->user);
+	return mrerr_set(err, MRERR_USER, MRERR_RETRY_NEVER,
+			 "replica mailbox of user %s already holds %llu "
+			 "messages that are not copies of the master's "
+			 "(first in folder %s); refusing to mix mail. Run "
+			 "mailrepl init --user %s --reset-replica to empty "
+			 "that user's mailboxes on the replica first",
+			 u->user, foreign, where, u->user);
+}
+
+static int
+create_folders(struct user_ctx *u, struct mrerr *err)
+{
+	for (size_t i = 0; i < u->nfolders; i++) {
+		char *rname = sync_replica_name(u->w->conn,
+						u->folders[i].name);
+		int r = 0;
+
+		if (!replica_has(u, rname, true)) {
+			log_folder_event("folder_create", u->user,
+					 u->folders[i].name);
+			if (!u->dry_run)
+				r = imapc_create(u->w->conn, rname, err);
+			u->w->counts.folders_created++;
+		}
+		free(rname);
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The master is authoritative: replica folders that the master does not
+ * have are deleted, children first. */
+static int
+delete_extra_folders(struct user_ctx *u, struct mrerr *err)
+{
+	qsort(u->rlist, u->nrlist, sizeof(*u->rlist), cmp_desc);
+	for (size_t i = 0; i < u->nrlist; i++) {
+		const char *name = u->rlist[i].name;
+
+		if (u->rlist[i].noselect || strcasecmp(name, "INBOX") == 0 ||
+		    master_folder(u, name) != NULL)
+			continue;
+		log_folder_event("folder_delete", u->user, name);
+		u->w->counts.folders_deleted++;
+		if (u->dry_run)
+			continue;
+		if (imapc_delete(u->w->conn, name, err) < 0)
+			return -1;
+		store_folder_delete(u->w->store, u->user, name);
+	}
+	return 0;
+}
+
+static bool
+list_has(char **names, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(names[i], name) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int
+sync_subscriptions(struct user_ctx *u, struct mrerr *err)
+{
+	struct imapc_mailbox *subs = NULL;
+	size_t nsubs = 0, nwant = 0;
+	char **want = NULL, *error = NULL;
+	int ret = -1;
+
+	if (md_read_subscriptions(u->user_path, &want, &nwant, &error) < 0) {
+		mrerr_set(err, MRERR_USER, MRERR_RETRY_LATER, "%s", error);
+		goto out;
+	}
+	for (size_t i = 0; i < nwant; i++) {
+		char *rname = sync_replica_name(u->w->conn, want[i]);
+
+		free(want[i]);
+		want[i] = rname;
+	}
+	if (imapc_list(u->w->conn, true, &subs, &nsubs, err) < 0)
+		goto out;
+
+	for (size_t i = 0; i < nwant; i++) {
+		bool have = false;
+
+		for (size_t j = 0; j < nsubs && !have; j++)
+			have = strcmp(subs[j].name, want[i]) == 0;
+		if (have)
+			continue;
+		log_folder_event("subscribe", u->user, want[i]);
+		if (!u->dry_run &&
+		    imapc_subscribe(u->w->conn, want[i], true, err) < 0)
+			goto out;
+	}
+	for (size_t j = 0; j < nsubs; j++) {
+		if (list_has(want, nwant, subs[j].name))
+			continue;
+		log_folder_event("unsubscribe", u->user, subs[j].name);
+		if (!u->dry_run &&
+		    imapc_subscribe(u->w->conn, subs[j].name, false, err) < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	free(error);
+	md_strings_free(&want, nwant);
+	imapc_mailboxes_free(&subs, nsubs);
+	return ret;
+}
+
+int
+sync_prepare_user(struct sync_worker *w, size_t ui, struct mrerr *err)
+{
+	const struct sync_options *opt = w->run->opt;
+	struct user_ctx u = {
+		.w = w,
+		.user = w->run->users[ui].name,
+		.user_path = w->run->users[ui].path,
+		.dry_run = opt->dry_run,
+	};
+	struct md_stats stats = {0};
+	char *error = NULL;
+	bool known = false;
+	int ret = -1;
+
+	if (md_list_folders(u.user_path, &u.folders, &u.nfolders, &stats,
+			    &error) < 0) {
+		mrerr_set(err, MRERR_USER, MRERR_RETRY_LATER, "%s", error);
+		goto out;
+	}
+	if (relist(&u, err) < 0)
+		goto out;
+	if (opt->reset_replica && reset_user(&u, err) < 0)
+		goto out;
+	if (store_user_known(w->store, u.user, &known) < 0) {
+		mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
+			  "state store: %s", store_error(w->store));
+		goto out;
+	}
+	if (!known && check_foreign(&u, err) < 0)
+		goto out;
+	if (create_folders(&u, err) < 0)
+		goto out;
+	if (known && delete_extra_folders(&u, err) < 0)
+		goto out;
+	ret = sync_subscriptions(&u, err);
+out:
+	free(error);
+	md_folders_free(&u.folders, u.nfolders);
+	imapc_mailboxes_free(&u.rlist, u.nrlist);
+	return ret;
+}
