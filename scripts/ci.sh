@@ -1,0 +1,69 @@
+#!/bin/bash
+# The test command: install what is missing, build, run the Check unit
+# and Dovecot tests, then the end-to-end tests on the SpamAssassin
+# corpus. Prints Check's summary lines and a final "N passed, N failed"
+# line; exits non-zero on any failure.
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+bash scripts/install-deps.sh || exit 1
+if [ ! -f Makefile ]; then
+	autoreconf -fi >/dev/null 2>&1 && ./configure -q || {
+		echo "ci: configure failed" >&2
+		exit 1
+	}
+fi
+make -j2 >build.log 2>&1 || {
+	tail -40 build.log
+	echo "ci: build failed (see build.log)" >&2
+	exit 1
+}
+
+passed=0
+failed=0
+
+# Unit and Dovecot tests (Check); each prints its own summary line.
+make -j2 check >check.log 2>&1
+check_rc=$?
+for log in tests/check_*.log; do
+	[ -f "$log" ] || continue
+	summary=$(grep -E '^[0-9]+%: Checks: ' "$log" | tail -1)
+	if [ -z "$summary" ]; then
+		echo "${log%.log}: no Check summary (crashed?)"
+		tail -20 "$log"
+		failed=$((failed + 1))
+		continue
+	fi
+	echo "${log%.log}: $summary"
+	checks=$(sed -E 's/.*Checks: ([0-9]+).*/\1/' <<<"$summary")
+	bad=$(sed -E 's/.*Failures: ([0-9]+), Errors: ([0-9]+).*/\1+\2/' \
+		<<<"$summary")
+	bad=$((bad))
+	passed=$((passed + checks - bad))
+	failed=$((failed + bad))
+	[ "$bad" -eq 0 ] || grep -E ':[EF]:' "$log" | head -20
+done
+
+if [ "$check_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+	echo "ci: make check failed without a failing Check test:"
+	tail -30 check.log
+	failed=$((failed + 1))
+fi
+
+# End-to-end tests on the corpus; each prints "PASS: name" or
+# "FAIL: name".
+e2e_out=$(mktemp)
+bash tests/e2e/run.sh 2>&1 | tee "$e2e_out"
+e2e_pass=$(grep -c '^PASS: ' "$e2e_out")
+e2e_fail=$(grep -c '^FAIL: ' "$e2e_out")
+if [ "$e2e_pass" -eq 0 ] && [ "$e2e_fail" -eq 0 ]; then
+	echo "FAIL: e2e ran no test"
+	e2e_fail=1
+fi
+passed=$((passed + e2e_pass))
+failed=$((failed + e2e_fail))
+rm -f "$e2e_out"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

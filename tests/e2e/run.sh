@@ -1,0 +1,249 @@
+#!/bin/bash
+# End-to-end tests of "mailrepl init" and "mailrepl verify" on the
+# SpamAssassin corpus, laid out as a multi-user Maildir++ tree and pushed
+# to a private Dovecot on 127.0.0.1. Prints "PASS: name" or "FAIL: name:
+# why" for each test.
+#
+# Environment:
+#   MAILREPL_CORPUS_CACHE  where the corpus package is kept between runs
+#                          (default: <source>/work/corpus)
+#   E2E_KILLS              kill -9 rounds in the resume test (default 20)
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${MAILREPL_BIN:-$top/src/mailrepl}
+cache=${MAILREPL_CORPUS_CACHE:-$top/work/corpus}
+kills=${E2E_KILLS:-20}
+work=$(mktemp -d /tmp/mailrepl-e2e-XXXXXX)
+conf=$work/mailrepl.conf
+log=$work/mailrepl.log
+
+cleanup() {
+	bash "$top/scripts/dovecot-test.sh" stop "$work/replica" >/dev/null 2>&1
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1: $2"; }
+
+# The last run_end line of the log, as "key=value" words.
+last_run() { grep 'event=run_end' "$log" | tail -1; }
+field() { last_run | grep -o " $1=[^ ]*" | cut -d= -f2; }
+
+write_config() { # $1: extra [master] lines
+	umask 077
+	printf '%s\n' "$DOVECOT_ADMIN_PASSWORD" >"$work/admin.pw"
+	cat >"$conf" <<CONF
+[general]
+mode = master
+state_dir = $work/state
+log_file = $log
+
+[maildir]
+root = $work/master
+
+[master]
+replica_host = 127.0.0.1
+imap_port = $IMAP_PORT
+imap_tls = starttls
+tls_ca_file = $DOVECOT_CA
+admin_user = $DOVECOT_ADMIN
+admin_password_file = $work/admin.pw
+workers = 4
+$1
+CONF
+}
+
+compare() { # extra users as arguments
+	python3 "$top/tests/e2e/imapcompare.py" "$work/master" 127.0.0.1 \
+		"$IMAP_PORT" "$DOVECOT_CA" "$DOVECOT_ADMIN" \
+		"$DOVECOT_ADMIN_PASSWORD" "$@"
+}
+
+setup() {
+	bash "$top/scripts/corpus.sh" fetch "$cache" >/dev/null || return 1
+	bash "$top/scripts/corpus.sh" layout "$cache" "$work/master" ||
+		return 1
+	eval "$(bash "$top/scripts/dovecot-test.sh" start "$work/replica")" ||
+		return 1
+	write_config ""
+}
+
+test_full_run() {
+	local start end code msgs
+	start=$(date +%s.%N)
+	"$bin" -c "$conf" init >"$work/out" 2>&1
+	code=$?
+	end=$(date +%s.%N)
+	msgs=$(field messages)
+	if [ "$code" -ne 0 ]; then
+		fail full_run "init exited $code: $(tail -3 "$work/out")"
+		return
+	fi
+	awk -v m="$msgs" -v s="$start" -v e="$end" 'BEGIN {
+		printf "full_run: %d messages in %.2f s, %.0f msgs/s\n",
+			m, e - s, m / (e - s) }'
+	if ! "$bin" -c "$conf" verify >"$work/verify" 2>&1; then
+		fail full_run "verify found differences: $(head -5 "$work/verify")"
+		return
+	fi
+	if ! compare >"$work/compare" 2>&1; then
+		fail full_run "imapcompare: $(tail -3 "$work/compare")"
+		return
+	fi
+	tail -1 "$work/verify"
+	tail -1 "$work/compare"
+	pass full_run
+}
+
+test_rerun_uploads_nothing() {
+	local out
+	out=$("$bin" -c "$conf" init 2>&1)
+	if [ $? -ne 0 ]; then
+		fail rerun "init exited non-zero: $out"
+	elif [ -n "$out" ]; then
+		fail rerun "not silent without a terminal: $out"
+	elif [ "$(field uploaded)" != 0 ] || [ "$(field adopted)" != 0 ] ||
+		[ "$(field expunged)" != 0 ] || [ "$(field flag_updates)" != 0 ]; then
+		fail rerun "second run changed something: $(last_run)"
+	else
+		pass rerun_uploads_nothing
+	fi
+}
+
+# Kill -9 at random points of a run that starts from an emptied replica,
+# resume, and check after every round that nothing is missing or twice.
+test_kill_resume() {
+	local i code pid delay killed=0 users=(--user alice --user bob)
+	for ((i = 1; i <= kills; i++)); do
+		"$bin" -c "$conf" init --reset-replica --yes "${users[@]}" \
+			>/dev/null 2>&1 &
+		pid=$!
+		delay=$(awk -v r="$RANDOM" 'BEGIN { printf "%.2f", 0.05 + r % 200 / 100 }')
+		sleep "$delay"
+		if kill -9 "$pid" 2>/dev/null; then
+			killed=$((killed + 1))
+		fi
+		wait "$pid" 2>/dev/null
+		"$bin" -c "$conf" init "${users[@]}" >"$work/out" 2>&1
+		code=$?
+		if [ "$code" -ne 0 ]; then
+			fail kill_resume "round $i (kill after ${delay}s): resumed init exited $code: $(tail -2 "$work/out")"
+			return
+		fi
+		if ! compare alice bob >"$work/compare" 2>&1; then
+			fail kill_resume "round $i (kill after ${delay}s): $(tail -3 "$work/compare")"
+			return
+		fi
+	done
+	echo "kill_resume: $killed of $kills rounds killed mid-run; $(tail -1 "$work/compare")"
+	if [ "$killed" -lt $((kills / 2)) ]; then
+		fail kill_resume "only $killed rounds were killed before they ended"
+		return
+	fi
+	pass kill_resume
+}
+
+test_uidvalidity_change() {
+	doveadm -c "$DOVECOT_CONF" mailbox update -u carol --uid-validity 4242 \
+		INBOX || { fail uidvalidity "doveadm mailbox update failed"; return; }
+	if ! "$bin" -c "$conf" init --user carol >"$work/out" 2>&1; then
+		fail uidvalidity "init failed: $(tail -2 "$work/out")"
+	elif [ "$(field uploaded)" != 0 ] || [ "$(field adopted)" -eq 0 ]; then
+		fail uidvalidity "expected re-match without upload: $(last_run)"
+	elif ! "$bin" -c "$conf" verify --user carol >"$work/verify" 2>&1; then
+		fail uidvalidity "verify: $(head -3 "$work/verify")"
+	else
+		echo "uidvalidity: adopted $(field adopted), uploaded 0"
+		pass uidvalidity_change
+	fi
+}
+
+test_reset_replica() {
+	if ! "$bin" -c "$conf" init --user dave --reset-replica --yes \
+		>"$work/out" 2>&1; then
+		fail reset_replica "init failed: $(tail -2 "$work/out")"
+	elif [ "$(field uploaded)" -eq 0 ]; then
+		fail reset_replica "nothing re-uploaded after the reset: $(last_run)"
+	elif ! compare dave >"$work/compare" 2>&1; then
+		fail reset_replica "$(tail -3 "$work/compare")"
+	else
+		pass reset_replica
+	fi
+	# Without a terminal the reset needs --yes.
+	if "$bin" -c "$conf" init --user dave --reset-replica </dev/null \
+		>"$work/out" 2>&1 || ! grep -q -- '--yes' "$work/out"; then
+		fail reset_needs_yes "expected a refusal naming --yes: $(cat "$work/out")"
+	else
+		pass reset_needs_yes
+	fi
+}
+
+test_wrong_password() {
+	local code
+	write_config ""
+	printf 'not-the-password\n' >"$work/admin.pw"
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ]; then
+		fail wrong_password "exit $code, expected 1"
+	elif ! grep -q 'admin_user' "$work/out"; then
+		fail wrong_password "error does not say what to check: $(cat "$work/out")"
+	elif grep -q 'not-the-password' "$work/out" "$log"; then
+		fail wrong_password "the password appears in the output or log"
+	else
+		pass wrong_password
+	fi
+	write_config ""
+}
+
+test_certificate_rejected() {
+	local code
+	write_config "tls_fingerprint = sha256:$(printf '%064d' 0)"
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ] || ! grep -q 'fingerprint' "$work/out"; then
+		fail pin_mismatch "exit $code: $(cat "$work/out")"
+	else
+		pass pin_mismatch
+	fi
+	write_config ""
+	sed -i "s|^tls_ca_file = .*|tls_ca_file = /etc/ssl/certs/ca-certificates.crt|" "$conf"
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ] || ! grep -qi 'certificate' "$work/out"; then
+		fail unknown_ca "exit $code: $(cat "$work/out")"
+	else
+		pass unknown_ca
+	fi
+	write_config ""
+}
+
+test_lock() {
+	local code
+	mkdir -p "$work/state"
+	exec 9>"$work/state/lock"
+	flock -n 9
+	"$bin" -c "$conf" init >"$work/out" 2>&1
+	code=$?
+	exec 9>&-
+	if [ "$code" -ne 75 ]; then
+		fail lock "exit $code, expected 75: $(cat "$work/out")"
+	else
+		pass lock_exit_75
+	fi
+}
+
+if ! setup >"$work/setup.log" 2>&1; then
+	fail setup "$(tail -5 "$work/setup.log")"
+	exit 1
+fi
+test_full_run
+test_rerun_uploads_nothing
+test_uidvalidity_change
+test_reset_replica
+test_wrong_password
+test_certificate_rejected
+test_lock
+test_kill_resume
