@@ -5,7 +5,7 @@
 # line; exits non-zero on any failure.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 
 bash scripts/install-deps.sh || exit 1
 if [ ! -f Makefile ]; then
