@@ -3,7 +3,11 @@
  * It maps each master message (user, folder, unique name) to its replica
  * UID under the folder's UIDVALIDITY, with the flags last pushed; records
  * APPEND intents before they are sent; and keeps one record per run.
- * Each thread opens its own handle. */
+ * Each thread opens its own handle.
+ *
+ * Every int function returns 0 on success and -1 on failure, with the
+ * text in store_error(). A write lock held by another connection is
+ * waited for up to 10 s, then the call fails. */
 #ifndef MAILREPL_STORE_H
 #define MAILREPL_STORE_H
 
@@ -21,11 +25,18 @@ void store_close(struct store **store);
 /* The last SQLite error text, valid until the next call on store. */
 const char *store_error(struct store *store);
 
+/* Start a write transaction (BEGIN IMMEDIATE: the write lock is taken
+ * at once). A failed store_commit() leaves the transaction open; call
+ * store_rollback(), which also succeeds when SQLite has already rolled
+ * back by itself after an error. */
 int store_begin(struct store *store);
 int store_commit(struct store *store);
 int store_rollback(struct store *store);
 
-/* Folders. uidvalidity 0 means "not known". */
+/* Folders. uidvalidity 0 means "not known". A folder must be set before
+ * its messages or intents are stored; otherwise those calls fail with a
+ * FOREIGN KEY error. The calls that change several rows apply all or
+ * nothing, inside the caller's transaction when one is open. */
 int store_folder_get(struct store *store, const char *user,
 		     const char *folder, uint32_t *uidvalidity_r);
 /* Set the folder's UIDVALIDITY. A value different from the stored one
@@ -33,7 +44,7 @@ int store_folder_get(struct store *store, const char *user,
  * UIDs mean nothing under the new UIDVALIDITY. */
 int store_folder_set(struct store *store, const char *user,
 		     const char *folder, uint32_t uidvalidity);
-/* Forget a folder with its map. */
+/* Forget a folder with its map and intents. */
 int store_folder_delete(struct store *store, const char *user,
 			const char *folder);
 /* Whether any folder of user is known (we replicated to it before). */
@@ -54,6 +65,7 @@ int store_msgs_load(struct store *store, const char *user,
 		    const char *folder, struct store_msg **msgs_r,
 		    size_t *count_r);
 void store_msgs_free(struct store_msg **msgs, size_t count);
+/* Insert or replace the map entry of uniq. */
 int store_msg_put(struct store *store, const char *user, const char *folder,
 		  const char *uniq, uint32_t uid, const char *flags,
 		  uint64_t size);
@@ -62,13 +74,18 @@ int store_msg_set_flags(struct store *store, const char *user,
 			const char *flags);
 int store_msg_delete(struct store *store, const char *user,
 		     const char *folder, const char *uniq);
+/* Find the message mapped to a replica UID. Returns 0 with *uniq_r
+ * (caller frees), or with NULL when no message has that UID. */
+int store_msg_find_uid(struct store *store, const char *user,
+		       const char *folder, uint32_t uid, char **uniq_r);
 /* Number of mapped messages, for all users when user is NULL. */
 int store_msg_count(struct store *store, const char *user,
 		    unsigned long long *count_r);
 
 /* APPEND intents: recorded before an APPEND is sent, removed when its
  * APPENDUID is stored. An intent left after a crash tells which replica
- * UIDs (>= uidnext) may hold a copy that landed. */
+ * UIDs (>= uidnext) may hold a copy that landed. An intent already
+ * recorded for uniq is kept, with its lower uidnext. */
 int store_intent_add(struct store *store, const char *user,
 		     const char *folder, const char *uniq,
 		     uint32_t uidvalidity, uint32_t uidnext, uint64_t size);
@@ -97,14 +114,18 @@ struct store_run {
 		expunged, flag_updates, rejected, skipped;
 	char *error;
 };
+/* Record a RUNNING run of kind by this process (its pid). */
 int store_run_start(struct store *store, const char *kind, long long *id_r);
-/* Write the counters, result, finish time and error of run->id. */
+/* Write the counters, result, finish time (now when run->finished is 0)
+ * and error of run->id. */
 int store_run_finish(struct store *store, const struct store_run *run);
 /* The latest run of kind; *found_r false when there is none. A run left
- * RUNNING by a killed process is returned as RUN_INTERRUPTED. */
+ * RUNNING by a process that no longer exists is returned as
+ * RUN_INTERRUPTED. Free with store_run_clear(). */
 int store_run_last(struct store *store, const char *kind,
 		   struct store_run *run_r, bool *found_r);
 void store_run_clear(struct store_run *run);
+/* "running", "ok", "failed", "rejected" or "interrupted". */
 const char *store_run_result_name(enum store_run_result result);
 
 /* Messages the replica rejected in a run, with the server's text. */

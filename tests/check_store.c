@@ -1,25 +1,1115 @@
-/* Tests of store: not written yet. */
+/* Tests of the state store against a real SQLite database in a temporary
+ * directory. */
 #include <config.h>
-#include <check.h>
-#include <stdlib.h>
+#include "store.h"
+#include "testutil.h"
+#include "util.h"
 
-START_TEST(placeholder_fails)
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char *tmp;
+static char *state_dir;
+
+static void
+setup(void)
 {
-	ck_abort_msg("tests of store are not written yet");
+	tmp = tu_tempdir("store");
+	state_dir = xasprintf("%s/state", tmp);
+}
+
+static void
+teardown(void)
+{
+	tu_rmrf(tmp);
+	xfree(&tmp);
+	xfree(&state_dir);
+}
+
+static struct store *
+open_store(void)
+{
+	struct store *st = NULL;
+	char *error = NULL;
+
+	ck_assert_msg(store_open(state_dir, &st, &error) == 0,
+	              "store_open %s: %s", state_dir, error);
+	ck_assert_ptr_nonnull(st);
+	return st;
+}
+
+/* A second connection that bypasses the store, to check what it wrote. */
+static sqlite3 *
+raw_open(void)
+{
+	char *path = xasprintf("%s/state.db", state_dir);
+	sqlite3 *db = NULL;
+
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 10000);
+	free(path);
+	return db;
+}
+
+/* The first column of the first row of sql as text; caller frees. */
+static char *
+raw_query(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *stmt = NULL;
+	char *value = NULL;
+
+	ck_assert_msg(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK,
+	              "%s: %s", sql, sqlite3_errmsg(db));
+	ck_assert_int_eq(sqlite3_step(stmt), SQLITE_ROW);
+	value = xstrdup((const char *)sqlite3_column_text(stmt, 0));
+	sqlite3_finalize(stmt);
+	return value;
+}
+
+static void
+raw_exec(const char *sql)
+{
+	sqlite3 *db = raw_open();
+
+	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK,
+	              "%s: %s", sql, sqlite3_errmsg(db));
+	sqlite3_close(db);
+}
+
+static unsigned long long
+count_msgs(struct store *st, const char *user)
+{
+	unsigned long long count = 0;
+
+	ck_assert_msg(store_msg_count(st, user, &count) == 0, "%s",
+	              store_error(st));
+	return count;
+}
+
+static uint32_t
+min_uidnext(struct store *st, const char *user, const char *folder)
+{
+	uint32_t uidnext = 99;
+
+	ck_assert_int_eq(store_intent_min_uidnext(st, user, folder, &uidnext),
+	                 0);
+	return uidnext;
+}
+
+static void
+put_folder(struct store *st, const char *user, const char *folder,
+           uint32_t uidvalidity)
+{
+	ck_assert_msg(store_folder_set(st, user, folder, uidvalidity) == 0,
+	              "%s", store_error(st));
+}
+
+static void
+put_msg(struct store *st, const char *user, const char *folder,
+        const char *uniq, uint32_t uid)
+{
+	ck_assert_msg(store_msg_put(st, user, folder, uniq, uid, "\\Seen",
+	                            100 + uid) == 0,
+	              "%s", store_error(st));
+}
+
+/* Opening */
+
+START_TEST(open_creates_private_files)
+{
+	struct store *st = open_store();
+	char *db_path = xasprintf("%s/state.db", state_dir);
+	char *wal_path = xasprintf("%s/state.db-wal", state_dir);
+	struct stat sb;
+	sqlite3 *db;
+	char *mode;
+
+	ck_assert_int_eq(stat(state_dir, &sb), 0);
+	ck_assert(S_ISDIR(sb.st_mode));
+	ck_assert_uint_eq(sb.st_mode & 07777, 0700);
+	ck_assert_int_eq(stat(db_path, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 0600);
+
+	put_folder(st, "alice", "INBOX", 1);
+	ck_assert_int_eq(stat(wal_path, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 0600);
+
+	db = raw_open();
+	mode = raw_query(db, "PRAGMA journal_mode");
+	ck_assert_str_eq(mode, "wal");
+	free(mode);
+	sqlite3_close(db);
+	store_close(&st);
+	ck_assert_ptr_null(st);
+	free(db_path);
+	free(wal_path);
 }
 END_TEST
+
+START_TEST(open_missing_parent_fails)
+{
+	char *dir = xasprintf("%s/missing/state", tmp);
+	struct store *st = NULL;
+	char *error = NULL;
+
+	ck_assert_int_eq(store_open(dir, &st, &error), -1);
+	ck_assert_ptr_null(st);
+	ck_assert_ptr_nonnull(error);
+	ck_assert_msg(strstr(error, dir) != NULL, "error %s lacks %s", error,
+	              dir);
+	free(error);
+	free(dir);
+}
+END_TEST
+
+START_TEST(open_file_as_dir_fails)
+{
+	struct store *st = NULL;
+	char *error = NULL;
+
+	tu_write_file(state_dir, "x", 1, 0600);
+	ck_assert_int_eq(store_open(state_dir, &st, &error), -1);
+	ck_assert_ptr_nonnull(error);
+	ck_assert_ptr_nonnull(strstr(error, "not a directory"));
+	free(error);
+}
+END_TEST
+
+START_TEST(open_corrupt_file_fails)
+{
+	const char *text = "plain text, longer than the 16-byte SQLite magic\n";
+	char *path = xasprintf("%s/state.db", state_dir);
+	struct store *st = NULL;
+	char *error = NULL;
+
+	tu_write_file(path, text, strlen(text), 0600);
+	ck_assert_int_eq(store_open(state_dir, &st, &error), -1);
+	ck_assert_ptr_null(st);
+	ck_assert_ptr_nonnull(error);
+	ck_assert_msg(strstr(error, path) != NULL, "error %s lacks %s", error,
+	              path);
+	ck_assert_msg(strstr(error, "not a database") != NULL, "%s", error);
+	free(error);
+	free(path);
+}
+END_TEST
+
+START_TEST(open_newer_schema_fails)
+{
+	struct store *st = open_store();
+	char *error = NULL;
+
+	store_close(&st);
+	raw_exec("PRAGMA user_version = 99");
+	ck_assert_int_eq(store_open(state_dir, &st, &error), -1);
+	ck_assert_ptr_nonnull(error);
+	ck_assert_ptr_nonnull(strstr(error, "schema version 99"));
+	free(error);
+}
+END_TEST
+
+START_TEST(open_sets_schema_version)
+{
+	struct store *st = open_store();
+	sqlite3 *db = raw_open();
+	char *version = raw_query(db, "PRAGMA user_version");
+
+	ck_assert_str_eq(version, "1");
+	free(version);
+	sqlite3_close(db);
+	store_close(&st);
+}
+END_TEST
+
+/* Opening a current database must not need the write lock, because
+ * `mailrepl status` opens the store while a sync holds a long write
+ * transaction. If it did, store_open() would fail with SQLITE_BUSY after
+ * the busy timeout. */
+START_TEST(open_while_other_writes)
+{
+	struct store *st = open_store();
+	unsigned long long count = 99;
+	sqlite3 *db;
+
+	put_folder(st, "alice", "INBOX", 1);
+	store_close(&st);
+
+	db = raw_open();
+	ck_assert_int_eq(sqlite3_exec(db,
+	                              "BEGIN IMMEDIATE; INSERT INTO messages"
+	                              " VALUES ('alice', 'INBOX', 'm1', 1,"
+	                              " '', 1)",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	st = open_store();
+	ck_assert_int_eq(store_msg_count(st, NULL, &count), 0);
+	ck_assert_uint_eq(count, 0);
+	store_close(&st);
+	ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+}
+END_TEST
+
+START_TEST(reopen_keeps_data)
+{
+	struct store *st = open_store();
+	uint32_t uidvalidity = 0;
+	struct store_msg *msgs = NULL;
+	size_t count = 0;
+
+	put_folder(st, "alice", "INBOX", 77);
+	put_msg(st, "alice", "INBOX", "1700000000.M1P1.host", 5);
+	store_close(&st);
+
+	st = open_store();
+	ck_assert_int_eq(store_folder_get(st, "alice", "INBOX", &uidvalidity),
+	                 0);
+	ck_assert_uint_eq(uidvalidity, 77);
+	ck_assert_int_eq(store_msgs_load(st, "alice", "INBOX", &msgs, &count),
+	                 0);
+	ck_assert_uint_eq(count, 1);
+	ck_assert_str_eq(msgs[0].uniq, "1700000000.M1P1.host");
+	ck_assert_uint_eq(msgs[0].uid, 5);
+	ck_assert_str_eq(msgs[0].flags, "\\Seen");
+	ck_assert_uint_eq(msgs[0].size, 105);
+	store_msgs_free(&msgs, count);
+	ck_assert_ptr_null(msgs);
+	store_close(&st);
+}
+END_TEST
+
+/* Folders */
+
+START_TEST(folder_get_unknown_is_zero)
+{
+	struct store *st = open_store();
+	uint32_t uidvalidity = 42;
+
+	ck_assert_int_eq(store_folder_get(st, "alice", "INBOX", &uidvalidity),
+	                 0);
+	ck_assert_uint_eq(uidvalidity, 0);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(folder_set_then_get)
+{
+	struct store *st = open_store();
+	uint32_t uidvalidity = 0;
+
+	put_folder(st, "alice", "INBOX", 1700000001);
+	put_folder(st, "alice", ".Sent", 3);
+	put_folder(st, "bob", "INBOX", 4);
+	ck_assert_int_eq(store_folder_get(st, "alice", "INBOX", &uidvalidity),
+	                 0);
+	ck_assert_uint_eq(uidvalidity, 1700000001);
+	ck_assert_int_eq(store_folder_get(st, "alice", ".Sent", &uidvalidity),
+	                 0);
+	ck_assert_uint_eq(uidvalidity, 3);
+	ck_assert_int_eq(store_folder_get(st, "bob", "INBOX", &uidvalidity), 0);
+	ck_assert_uint_eq(uidvalidity, 4);
+	/* UIDVALIDITY is a 32-bit unsigned value. */
+	put_folder(st, "bob", "INBOX", 4294967295u);
+	ck_assert_int_eq(store_folder_get(st, "bob", "INBOX", &uidvalidity), 0);
+	ck_assert_uint_eq(uidvalidity, 4294967295u);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(folder_set_same_keeps_map)
+{
+	struct store *st = open_store();
+
+	put_folder(st, "alice", "INBOX", 9);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	ck_assert_int_eq(store_intent_add(st, "alice", "INBOX", "m2", 9, 2, 10),
+	                 0);
+	put_folder(st, "alice", "INBOX", 9);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 1);
+	ck_assert_uint_eq(min_uidnext(st, "alice", "INBOX"), 2);
+	store_close(&st);
+}
+END_TEST
+
+/* Loop index 0: no transaction open. 1: inside the caller's transaction,
+ * which takes the SAVEPOINT path. */
+START_TEST(folder_uidvalidity_change_drops_map)
+{
+	struct store *st = open_store();
+	uint32_t uidvalidity = 0;
+
+	put_folder(st, "alice", "INBOX", 9);
+	put_folder(st, "alice", ".Work", 9);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	put_msg(st, "alice", "INBOX", "m2", 2);
+	put_msg(st, "alice", ".Work", "w1", 1);
+	ck_assert_int_eq(store_intent_add(st, "alice", "INBOX", "m3", 9, 3, 10),
+	                 0);
+	ck_assert_int_eq(store_intent_add(st, "alice", ".Work", "w2", 9, 2, 10),
+	                 0);
+
+	if (_i == 1)
+		ck_assert_int_eq(store_begin(st), 0);
+	put_folder(st, "alice", "INBOX", 10);
+	if (_i == 1)
+		ck_assert_int_eq(store_commit(st), 0);
+
+	ck_assert_int_eq(store_folder_get(st, "alice", "INBOX", &uidvalidity),
+	                 0);
+	ck_assert_uint_eq(uidvalidity, 10);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 1);
+	ck_assert_uint_eq(min_uidnext(st, "alice", "INBOX"), 0);
+	ck_assert_uint_eq(min_uidnext(st, "alice", ".Work"), 2);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(folder_set_rolled_back_with_outer)
+{
+	struct store *st = open_store();
+	uint32_t uidvalidity = 0;
+
+	put_folder(st, "alice", "INBOX", 9);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	ck_assert_int_eq(store_begin(st), 0);
+	put_folder(st, "alice", "INBOX", 10);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 0);
+	ck_assert_int_eq(store_rollback(st), 0);
+
+	ck_assert_int_eq(store_folder_get(st, "alice", "INBOX", &uidvalidity),
+	                 0);
+	ck_assert_uint_eq(uidvalidity, 9);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 1);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(folder_delete_drops_map)
+{
+	struct store *st = open_store();
+	uint32_t uidvalidity = 0;
+
+	put_folder(st, "alice", "INBOX", 9);
+	put_folder(st, "alice", ".Old", 9);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	put_msg(st, "alice", ".Old", "o1", 1);
+	ck_assert_int_eq(store_intent_add(st, "alice", ".Old", "o2", 9, 2, 10),
+	                 0);
+
+	ck_assert_int_eq(store_folder_delete(st, "alice", ".Old"), 0);
+	ck_assert_int_eq(store_folder_get(st, "alice", ".Old", &uidvalidity),
+	                 0);
+	ck_assert_uint_eq(uidvalidity, 0);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 1);
+	ck_assert_uint_eq(min_uidnext(st, "alice", ".Old"), 0);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(user_known_and_forget)
+{
+	struct store *st = open_store();
+	bool known = true;
+
+	ck_assert_int_eq(store_user_known(st, "alice", &known), 0);
+	ck_assert(!known);
+
+	put_folder(st, "alice", "INBOX", 1);
+	put_folder(st, "alice", ".Sent", 1);
+	put_folder(st, "bob", "INBOX", 1);
+	put_msg(st, "alice", "INBOX", "a1", 1);
+	put_msg(st, "alice", ".Sent", "a2", 1);
+	put_msg(st, "bob", "INBOX", "b1", 1);
+	ck_assert_int_eq(store_intent_add(st, "alice", "INBOX", "a3", 1, 2, 10),
+	                 0);
+	ck_assert_int_eq(store_user_known(st, "alice", &known), 0);
+	ck_assert(known);
+
+	ck_assert_int_eq(store_user_forget(st, "alice"), 0);
+	ck_assert_int_eq(store_user_known(st, "alice", &known), 0);
+	ck_assert(!known);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 0);
+	ck_assert_uint_eq(min_uidnext(st, "alice", "INBOX"), 0);
+	ck_assert_int_eq(store_user_known(st, "bob", &known), 0);
+	ck_assert(known);
+	ck_assert_uint_eq(count_msgs(st, "bob"), 1);
+	store_close(&st);
+}
+END_TEST
+
+/* Messages */
+
+/* Unique names in insertion order. Byte order puts digits before
+ * uppercase, uppercase before '_', and '_' before lowercase. SQLite's
+ * NOCASE collation and case-insensitive locales order them differently. */
+static const char *const order_input[] = {
+        "a",
+        "_",
+        "Z",
+        "A",
+        "ab",
+        "aB",
+        "b",
+        "1700000000.M2",
+        "1700000000.M10",
+        "a.b",
+        "\xc3\xa9",
+        "aa",
+        "Ab",
+};
+static const char *const order_expected[] = {
+        "1700000000.M10",
+        "1700000000.M2",
+        "A",
+        "Ab",
+        "Z",
+        "_",
+        "a",
+        "a.b",
+        "aB",
+        "aa",
+        "ab",
+        "b",
+        "\xc3\xa9",
+};
+#define N_ORDER (sizeof(order_input) / sizeof(*order_input))
+
+START_TEST(msgs_load_byte_order)
+{
+	struct store *st = open_store();
+	struct store_msg *msgs = NULL;
+	size_t count = 0;
+
+	ck_assert_uint_eq(N_ORDER,
+	                  sizeof(order_expected) / sizeof(*order_expected));
+	put_folder(st, "alice", "INBOX", 1);
+	put_folder(st, "alice", ".Other", 1);
+	for (size_t i = 0; i < N_ORDER; i++)
+		put_msg(st, "alice", "INBOX", order_input[i], (uint32_t)i + 1);
+	put_msg(st, "alice", ".Other", "0", 1);
+
+	ck_assert_int_eq(store_msgs_load(st, "alice", "INBOX", &msgs, &count),
+	                 0);
+	ck_assert_uint_eq(count, N_ORDER);
+	for (size_t i = 0; i < count; i++) {
+		ck_assert_msg(strcmp(msgs[i].uniq, order_expected[i]) == 0,
+		              "position %zu: got %s, expected %s", i,
+		              msgs[i].uniq, order_expected[i]);
+		if (i > 0)
+			ck_assert_int_lt(strcmp(msgs[i - 1].uniq, msgs[i].uniq),
+			                 0);
+	}
+	store_msgs_free(&msgs, count);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(msgs_load_empty_folder)
+{
+	struct store *st = open_store();
+	struct store_msg *msgs = (struct store_msg *)&msgs;
+	size_t count = 7;
+
+	ck_assert_int_eq(store_msgs_load(st, "alice", "INBOX", &msgs, &count),
+	                 0);
+	ck_assert_uint_eq(count, 0);
+	ck_assert_ptr_null(msgs);
+	store_msgs_free(&msgs, count);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(msg_put_replaces_entry)
+{
+	struct store *st = open_store();
+	struct store_msg *msgs = NULL;
+	size_t count = 0;
+
+	put_folder(st, "alice", "INBOX", 1);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	ck_assert_int_eq(store_msg_put(st, "alice", "INBOX", "m1", 8,
+	                               "\\Answered $Forwarded", 5000000000ull),
+	                 0);
+	ck_assert_int_eq(store_msgs_load(st, "alice", "INBOX", &msgs, &count),
+	                 0);
+	ck_assert_uint_eq(count, 1);
+	ck_assert_uint_eq(msgs[0].uid, 8);
+	ck_assert_str_eq(msgs[0].flags, "\\Answered $Forwarded");
+	ck_assert_uint_eq(msgs[0].size, 5000000000ull);
+	store_msgs_free(&msgs, count);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(msg_set_flags_updates_one)
+{
+	struct store *st = open_store();
+	struct store_msg *msgs = NULL;
+	size_t count = 0;
+
+	put_folder(st, "alice", "INBOX", 1);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	put_msg(st, "alice", "INBOX", "m2", 2);
+	ck_assert_int_eq(store_msg_set_flags(st, "alice", "INBOX", "m2",
+	                                     "\\Flagged \\Seen"),
+	                 0);
+	ck_assert_int_eq(store_msg_set_flags(st, "alice", "INBOX", "m1", ""),
+	                 0);
+	ck_assert_int_eq(store_msgs_load(st, "alice", "INBOX", &msgs, &count),
+	                 0);
+	ck_assert_uint_eq(count, 2);
+	ck_assert_str_eq(msgs[0].flags, "");
+	ck_assert_uint_eq(msgs[0].uid, 1);
+	ck_assert_str_eq(msgs[1].flags, "\\Flagged \\Seen");
+	ck_assert_uint_eq(msgs[1].uid, 2);
+	store_msgs_free(&msgs, count);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(msg_delete_removes_one)
+{
+	struct store *st = open_store();
+	struct store_msg *msgs = NULL;
+	size_t count = 0;
+
+	put_folder(st, "alice", "INBOX", 1);
+	put_folder(st, "alice", ".Work", 1);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	put_msg(st, "alice", "INBOX", "m2", 2);
+	put_msg(st, "alice", ".Work", "m1", 1);
+	ck_assert_int_eq(store_msg_delete(st, "alice", "INBOX", "m1"), 0);
+	/* Deleting what is not there is not an error. */
+	ck_assert_int_eq(store_msg_delete(st, "alice", "INBOX", "m9"), 0);
+
+	ck_assert_int_eq(store_msgs_load(st, "alice", "INBOX", &msgs, &count),
+	                 0);
+	ck_assert_uint_eq(count, 1);
+	ck_assert_str_eq(msgs[0].uniq, "m2");
+	store_msgs_free(&msgs, count);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 2);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(msg_find_uid)
+{
+	struct store *st = open_store();
+	char *uniq = (char *)"unset";
+
+	put_folder(st, "alice", "INBOX", 1);
+	put_folder(st, "alice", ".Work", 1);
+	put_msg(st, "alice", "INBOX", "m1", 11);
+	put_msg(st, "alice", ".Work", "w1", 12);
+	ck_assert_int_eq(store_msg_find_uid(st, "alice", "INBOX", 11, &uniq),
+	                 0);
+	ck_assert_str_eq(uniq, "m1");
+	free(uniq);
+	ck_assert_int_eq(store_msg_find_uid(st, "alice", "INBOX", 12, &uniq),
+	                 0);
+	ck_assert_ptr_null(uniq);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(msg_count_per_user_and_all)
+{
+	struct store *st = open_store();
+
+	ck_assert_uint_eq(count_msgs(st, NULL), 0);
+	put_folder(st, "alice", "INBOX", 1);
+	put_folder(st, "alice", ".Sent", 1);
+	put_folder(st, "bob", "INBOX", 1);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	put_msg(st, "alice", "INBOX", "m2", 2);
+	put_msg(st, "alice", ".Sent", "m3", 1);
+	put_msg(st, "bob", "INBOX", "m1", 1);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 3);
+	ck_assert_uint_eq(count_msgs(st, "bob"), 1);
+	ck_assert_uint_eq(count_msgs(st, "carol"), 0);
+	ck_assert_uint_eq(count_msgs(st, NULL), 4);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(msg_put_unknown_folder_fails)
+{
+	struct store *st = open_store();
+
+	ck_assert_int_eq(store_msg_put(st, "alice", "INBOX", "m1", 1, "", 1),
+	                 -1);
+	ck_assert_msg(strstr(store_error(st), "FOREIGN KEY") != NULL, "%s",
+	              store_error(st));
+	ck_assert_int_eq(store_intent_add(st, "alice", "INBOX", "m1", 1, 1, 1),
+	                 -1);
+	ck_assert_uint_eq(count_msgs(st, NULL), 0);
+	store_close(&st);
+}
+END_TEST
+
+/* Intents */
+
+START_TEST(intents_add_min_delete_clear)
+{
+	struct store *st = open_store();
+
+	put_folder(st, "alice", "INBOX", 5);
+	put_folder(st, "alice", ".Work", 5);
+	ck_assert_uint_eq(min_uidnext(st, "alice", "INBOX"), 0);
+	ck_assert_int_eq(
+	        store_intent_add(st, "alice", "INBOX", "m1", 5, 30, 100), 0);
+	ck_assert_int_eq(
+	        store_intent_add(st, "alice", "INBOX", "m2", 5, 20, 100), 0);
+	ck_assert_int_eq(
+	        store_intent_add(st, "alice", ".Work", "w1", 5, 7, 100), 0);
+	ck_assert_uint_eq(min_uidnext(st, "alice", "INBOX"), 20);
+
+	ck_assert_int_eq(store_intent_delete(st, "alice", "INBOX", "m2"), 0);
+	ck_assert_uint_eq(min_uidnext(st, "alice", "INBOX"), 30);
+
+	ck_assert_int_eq(store_intents_clear(st, "alice", "INBOX"), 0);
+	ck_assert_uint_eq(min_uidnext(st, "alice", "INBOX"), 0);
+	ck_assert_uint_eq(min_uidnext(st, "alice", ".Work"), 7);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(intent_add_keeps_older)
+{
+	struct store *st = open_store();
+
+	put_folder(st, "alice", "INBOX", 5);
+	ck_assert_int_eq(
+	        store_intent_add(st, "alice", "INBOX", "m1", 5, 30, 100), 0);
+	ck_assert_int_eq(
+	        store_intent_add(st, "alice", "INBOX", "m1", 5, 31, 100), 0);
+	ck_assert_uint_eq(min_uidnext(st, "alice", "INBOX"), 30);
+	store_close(&st);
+}
+END_TEST
+
+/* Transactions */
+
+START_TEST(transaction_commit_and_rollback)
+{
+	struct store *st = open_store();
+
+	put_folder(st, "alice", "INBOX", 1);
+	ck_assert_int_eq(store_begin(st), 0);
+	put_msg(st, "alice", "INBOX", "m1", 1);
+	ck_assert_int_eq(store_commit(st), 0);
+
+	ck_assert_int_eq(store_begin(st), 0);
+	put_msg(st, "alice", "INBOX", "m2", 2);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 2);
+	ck_assert_int_eq(store_rollback(st), 0);
+	ck_assert_uint_eq(count_msgs(st, "alice"), 1);
+
+	/* Nothing to roll back: not an error. */
+	ck_assert_int_eq(store_rollback(st), 0);
+	/* COMMIT without BEGIN is. */
+	ck_assert_int_eq(store_commit(st), -1);
+	ck_assert_msg(strstr(store_error(st), "no transaction") != NULL, "%s",
+	              store_error(st));
+	store_close(&st);
+}
+END_TEST
+
+/* Runs */
+
+START_TEST(run_last_none)
+{
+	struct store *st = open_store();
+	struct store_run run;
+	bool found = true;
+
+	ck_assert_int_eq(store_run_last(st, "init", &run, &found), 0);
+	ck_assert(!found);
+	ck_assert_ptr_null(run.kind);
+	store_run_clear(&run);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(run_start_finish_last)
+{
+	struct store *st = open_store();
+	struct store_run run = {0}, last;
+	long long id = 0, other = 0;
+	time_t before = time(NULL);
+	bool found = false;
+
+	ck_assert_int_eq(store_run_start(st, "init", &id), 0);
+	ck_assert_int_gt(id, 0);
+	ck_assert_int_eq(store_run_last(st, "init", &last, &found), 0);
+	ck_assert(found);
+	ck_assert_int_eq(last.id, id);
+	ck_assert_int_eq(last.result, RUN_RUNNING);
+	ck_assert_int_ge(last.started, before);
+	ck_assert_int_eq(last.finished, 0);
+	store_run_clear(&last);
+
+	run.id = id;
+	run.result = RUN_REJECTED;
+	run.finished = 1700000123;
+	run.folders = 1;
+	run.messages = 2;
+	run.bytes = 5000000000ull;
+	run.uploaded = 4;
+	run.adopted = 5;
+	run.expunged = 6;
+	run.flag_updates = 7;
+	run.rejected = 8;
+	run.skipped = 9;
+	run.error = (char *)"2 messages rejected";
+	ck_assert_int_eq(store_run_finish(st, &run), 0);
+	ck_assert_int_eq(store_run_start(st, "other", &other), 0);
+
+	ck_assert_int_eq(store_run_last(st, "init", &last, &found), 0);
+	ck_assert(found);
+	ck_assert_int_eq(last.id, id);
+	ck_assert_str_eq(last.kind, "init");
+	ck_assert_int_eq(last.result, RUN_REJECTED);
+	ck_assert_int_ge(last.started, before);
+	ck_assert_int_eq(last.finished, 1700000123);
+	ck_assert_uint_eq(last.folders, 1);
+	ck_assert_uint_eq(last.messages, 2);
+	ck_assert_uint_eq(last.bytes, 5000000000ull);
+	ck_assert_uint_eq(last.uploaded, 4);
+	ck_assert_uint_eq(last.adopted, 5);
+	ck_assert_uint_eq(last.expunged, 6);
+	ck_assert_uint_eq(last.flag_updates, 7);
+	ck_assert_uint_eq(last.rejected, 8);
+	ck_assert_uint_eq(last.skipped, 9);
+	ck_assert_str_eq(last.error, "2 messages rejected");
+	store_run_clear(&last);
+	ck_assert_ptr_null(last.kind);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(run_last_takes_latest)
+{
+	struct store *st = open_store();
+	struct store_run run = {0}, last;
+	long long first = 0, second = 0;
+	bool found = false;
+
+	ck_assert_int_eq(store_run_start(st, "init", &first), 0);
+	run.id = first;
+	run.result = RUN_FAILED;
+	run.error = (char *)"connection refused";
+	ck_assert_int_eq(store_run_finish(st, &run), 0);
+	ck_assert_int_eq(store_run_start(st, "init", &second), 0);
+	run.id = second;
+	run.result = RUN_OK;
+	run.error = NULL;
+	ck_assert_int_eq(store_run_finish(st, &run), 0);
+
+	ck_assert_int_eq(store_run_last(st, "init", &last, &found), 0);
+	ck_assert(found);
+	ck_assert_int_eq(last.id, second);
+	ck_assert_int_eq(last.result, RUN_OK);
+	ck_assert_ptr_null(last.error);
+	/* A finish time of 0 means "now". */
+	ck_assert_int_gt(last.finished, 0);
+	store_run_clear(&last);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(run_finish_unknown_id_fails)
+{
+	struct store *st = open_store();
+	struct store_run run = {0};
+
+	run.id = 12345;
+	run.result = RUN_OK;
+	ck_assert_int_eq(store_run_finish(st, &run), -1);
+	ck_assert_ptr_nonnull(strstr(store_error(st), "run 12345 not found"));
+	store_close(&st);
+}
+END_TEST
+
+/* A child records a run and is killed with SIGKILL before it finishes,
+ * the way an operator's kill -9 would end it. */
+START_TEST(run_killed_is_interrupted)
+{
+	struct store *st;
+	struct store_run last;
+	bool found = false;
+	pid_t pid;
+	int status;
+
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct store *child = NULL;
+		char *error = NULL;
+		long long id;
+
+		if (store_open(state_dir, &child, &error) < 0 ||
+		    store_run_start(child, "init", &id) < 0)
+			_exit(1);
+		kill(getpid(), SIGKILL);
+		_exit(2);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFSIGNALED(status));
+	ck_assert_int_eq(WTERMSIG(status), SIGKILL);
+
+	st = open_store();
+	ck_assert_int_eq(store_run_last(st, "init", &last, &found), 0);
+	ck_assert(found);
+	ck_assert_int_eq(last.result, RUN_INTERRUPTED);
+	store_run_clear(&last);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(run_of_live_process_is_running)
+{
+	struct store *st = open_store();
+	struct store_run last;
+	long long id = 0;
+	bool found = false;
+
+	ck_assert_int_eq(store_run_start(st, "init", &id), 0);
+	ck_assert_int_eq(store_run_last(st, "init", &last, &found), 0);
+	ck_assert(found);
+	ck_assert_int_eq(last.result, RUN_RUNNING);
+	store_run_clear(&last);
+	store_close(&st);
+}
+END_TEST
+
+static const struct {
+	enum store_run_result result;
+	const char *name;
+} result_names[] = {
+        {RUN_RUNNING, "running"},
+        {RUN_OK, "ok"},
+        {RUN_FAILED, "failed"},
+        {RUN_REJECTED, "rejected"},
+        {RUN_INTERRUPTED, "interrupted"},
+        {(enum store_run_result)99, "unknown"},
+};
+
+START_TEST(run_result_names)
+{
+	ck_assert_str_eq(store_run_result_name(result_names[_i].result),
+	                 result_names[_i].name);
+}
+END_TEST
+
+START_TEST(rejected_add_records_reason)
+{
+	struct store *st = open_store();
+	long long id = 0;
+	sqlite3 *db;
+	char *text;
+
+	ck_assert_int_eq(store_run_start(st, "init", &id), 0);
+	ck_assert_int_eq(store_rejected_add(st, id, "alice", "INBOX", "m1",
+	                                    "NO [LIMIT] Message too large"),
+	                 0);
+	ck_assert_int_eq(
+	        store_rejected_add(st, id, "alice", ".Sent", "m2", NULL), 0);
+	ck_assert_int_eq(store_rejected_add(st, id + 1, "alice", "INBOX", "m3",
+	                                    "no run"),
+	                 -1);
+
+	db = raw_open();
+	text = raw_query(db, "SELECT count(*) FROM rejected");
+	ck_assert_str_eq(text, "2");
+	free(text);
+	text = raw_query(db, "SELECT run_id || ' ' || user || ' ' || folder"
+	                     " || ' ' || uniq || ' ' || reason FROM rejected"
+	                     " WHERE uniq = 'm1'");
+	ck_assert_str_eq(text, "1 alice INBOX m1 NO [LIMIT] Message too large");
+	free(text);
+	sqlite3_close(db);
+	store_close(&st);
+}
+END_TEST
+
+/* Concurrency */
+
+#define THREAD_TXNS 20
+#define THREAD_ROWS 300
+
+struct writer {
+	const char *folder;
+	int failures;
+	char error[256];
+};
+
+/* Insert THREAD_TXNS transactions of THREAD_ROWS messages through its own
+ * handle, as each sync worker does. */
+static void *
+writer_run(void *arg)
+{
+	struct writer *w = arg;
+	struct store *st = NULL;
+	char *error = NULL;
+	char uniq[64];
+
+	if (store_open(state_dir, &st, &error) < 0) {
+		snprintf(w->error, sizeof(w->error), "%s", error);
+		free(error);
+		w->failures++;
+		return NULL;
+	}
+	for (int t = 0; t < THREAD_TXNS; t++) {
+		if (store_begin(st) < 0) {
+			snprintf(w->error, sizeof(w->error), "%s",
+			         store_error(st));
+			w->failures++;
+			continue;
+		}
+		for (int r = 0; r < THREAD_ROWS; r++) {
+			snprintf(uniq, sizeof(uniq), "%d.%d", t, r);
+			if (store_msg_put(st, "alice", w->folder, uniq,
+			                  (uint32_t)(t * THREAD_ROWS + r + 1),
+			                  "", 1) < 0)
+				w->failures++;
+		}
+		if (store_commit(st) < 0) {
+			snprintf(w->error, sizeof(w->error), "%s",
+			         store_error(st));
+			w->failures++;
+			store_rollback(st);
+		}
+	}
+	store_close(&st);
+	return NULL;
+}
+
+START_TEST(two_threads_write_concurrently)
+{
+	struct store *st = open_store();
+	struct writer writers[2] = {{.folder = "INBOX"}, {.folder = ".Work"}};
+	pthread_t threads[2];
+
+	put_folder(st, "alice", "INBOX", 1);
+	put_folder(st, "alice", ".Work", 1);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&threads[i], NULL, writer_run,
+		                                &writers[i]),
+		                 0);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_join(threads[i], NULL), 0);
+
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(writers[i].failures == 0,
+		              "writer %s: %d failures, last: %s",
+		              writers[i].folder, writers[i].failures,
+		              writers[i].error);
+	ck_assert_uint_eq(count_msgs(st, "alice"),
+	                  2 * THREAD_TXNS * THREAD_ROWS);
+	store_close(&st);
+}
+END_TEST
+
+/* Prints the rate of store_msg_put inside one transaction to the test log.
+ * The rate depends on the machine, so it is reported, not asserted. */
+START_TEST(msg_put_rate_in_one_transaction)
+{
+	const unsigned n = 100000;
+	struct store *st = open_store();
+	long long start, elapsed;
+	char uniq[64];
+
+	put_folder(st, "alice", "INBOX", 1);
+	start = monotonic_ms();
+	ck_assert_int_eq(store_begin(st), 0);
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(uniq, sizeof(uniq), "1700000000.M%uP1.host,S=%u", i,
+		         i);
+		ck_assert_int_eq(store_msg_put(st, "alice", "INBOX", uniq,
+		                               i + 1, "\\Seen", 4000),
+		                 0);
+	}
+	ck_assert_int_eq(store_commit(st), 0);
+	elapsed = monotonic_ms() - start;
+
+	ck_assert_uint_eq(count_msgs(st, "alice"), n);
+	printf("store_msg_put: %u rows in one transaction in %lld ms, "
+	       "%.0f rows/s\n",
+	       n, elapsed, elapsed > 0 ? n * 1000.0 / (double)elapsed : 0.0);
+	store_close(&st);
+}
+END_TEST
+
+static Suite *
+store_suite(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc = tcase_create("core");
+	TCase *slow = tcase_create("slow");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, open_creates_private_files);
+	tcase_add_test(tc, open_missing_parent_fails);
+	tcase_add_test(tc, open_file_as_dir_fails);
+	tcase_add_test(tc, open_corrupt_file_fails);
+	tcase_add_test(tc, open_newer_schema_fails);
+	tcase_add_test(tc, open_sets_schema_version);
+	tcase_add_test(tc, open_while_other_writes);
+	tcase_add_test(tc, reopen_keeps_data);
+	tcase_add_test(tc, folder_get_unknown_is_zero);
+	tcase_add_test(tc, folder_set_then_get);
+	tcase_add_test(tc, folder_set_same_keeps_map);
+	tcase_add_loop_test(tc, folder_uidvalidity_change_drops_map, 0, 2);
+	tcase_add_test(tc, folder_set_rolled_back_with_outer);
+	tcase_add_test(tc, folder_delete_drops_map);
+	tcase_add_test(tc, user_known_and_forget);
+	tcase_add_test(tc, msgs_load_byte_order);
+	tcase_add_test(tc, msgs_load_empty_folder);
+	tcase_add_test(tc, msg_put_replaces_entry);
+	tcase_add_test(tc, msg_set_flags_updates_one);
+	tcase_add_test(tc, msg_delete_removes_one);
+	tcase_add_test(tc, msg_find_uid);
+	tcase_add_test(tc, msg_count_per_user_and_all);
+	tcase_add_test(tc, msg_put_unknown_folder_fails);
+	tcase_add_test(tc, intents_add_min_delete_clear);
+	tcase_add_test(tc, intent_add_keeps_older);
+	tcase_add_test(tc, transaction_commit_and_rollback);
+	tcase_add_test(tc, run_last_none);
+	tcase_add_test(tc, run_start_finish_last);
+	tcase_add_test(tc, run_last_takes_latest);
+	tcase_add_test(tc, run_finish_unknown_id_fails);
+	tcase_add_test(tc, run_killed_is_interrupted);
+	tcase_add_test(tc, run_of_live_process_is_running);
+	tcase_add_loop_test(tc, run_result_names, 0,
+	                    sizeof(result_names) / sizeof(*result_names));
+	tcase_add_test(tc, rejected_add_records_reason);
+	suite_add_tcase(s, tc);
+
+	tcase_add_checked_fixture(slow, setup, teardown);
+	tcase_set_timeout(slow, 60);
+	tcase_add_test(slow, two_threads_write_concurrently);
+	tcase_add_test(slow, msg_put_rate_in_one_transaction);
+	suite_add_tcase(s, slow);
+	return s;
+}
 
 int
 main(void)
 {
-	Suite *s = suite_create("store");
-	TCase *tc = tcase_create("core");
-	SRunner *sr;
+	SRunner *sr = srunner_create(store_suite());
 	int failed;
 
-	tcase_add_test(tc, placeholder_fails);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
