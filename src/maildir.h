@@ -23,6 +23,9 @@ struct md_stats {
 	unsigned long skipped_unreadable;  /* open or stat failed */
 	unsigned long skipped_empty;	   /* zero-byte file */
 	unsigned long skipped_vanished;    /* gone between readdir and stat */
+	unsigned long skipped_not_file;    /* directory, symlink, FIFO... */
+	unsigned long skipped_duplicate;   /* uniq seen twice (new/ and cur/
+					    * during a move: cur/ is kept) */
 	unsigned long skipped_folders;	   /* folder unreadable or invalid */
 	unsigned long unmapped_keywords;   /* keyword letter not in the file */
 	unsigned long date_fallbacks;	   /* INTERNALDATE not from mtime */
@@ -51,13 +54,18 @@ struct md_folder {
 /* List INBOX and every ".A.B" folder that has a cur/ or new/ directory,
  * sorted so that every parent comes before its children. Directories that
  * are not folders (tmp, Dovecot's files, "..DOVECOT-TRASHED") are ignored.
- * Returns 0 or -1 with *error_r when the user's directory is unreadable. */
+ * A ".A" directory without cur/ or new/, or with an empty name component
+ * (".A..B"), is counted in stats->skipped_folders and logged; a missing
+ * parent is not invented. INBOX is always listed first. Returns 0 or -1
+ * with *error_r when the user's directory is unreadable. */
 int md_list_folders(const char *user_path, struct md_folder **folders_r,
 		    size_t *count_r, struct md_stats *stats, char **error_r);
 void md_folders_free(struct md_folder **folders, size_t count);
 
-/* Read the subscriptions file: one IMAP name per line, returned in file
- * order without duplicates. A missing file is an empty list. */
+/* Read the subscriptions file, in either of Dovecot's formats: one name
+ * per line, or the "V\t2" header with tab-separated components. Names
+ * are returned with '.' as separator, in file order, without duplicates.
+ * A missing file is an empty list. */
 int md_read_subscriptions(const char *user_path, char ***names_r,
 			  size_t *count_r, char **error_r);
 void md_strings_free(char ***strings, size_t count);
@@ -76,28 +84,48 @@ struct md_message {
  * file with a valid name, sorted by uniq. Skips are counted in stats and
  * logged; the scan always goes on. Keyword letters are mapped through the
  * folder's dovecot-keywords; unmapped letters are dropped and counted.
- * Returns 0, or -1 only when neither new/ nor cur/ can be listed. */
+ * Returns 0, or -1 with *error_r when neither new/ nor cur/ exists or
+ * when either exists but cannot be listed: a partial list would make the
+ * missing messages look deleted. stats may be NULL. */
 int md_scan_folder(const struct md_folder *folder, const char *user,
 		   struct md_message **msgs_r, size_t *count_r,
 		   struct md_stats *stats, char **error_r);
 void md_messages_free(struct md_message **msgs, size_t count);
 
+/* Examine one file of the folder's new/ (in_new) or cur/ by name, with
+ * the same checks, counters and log lines as md_scan_folder (for a file
+ * name reported by inotify). keywords is the folder's table from
+ * md_read_keywords, or NULL. Returns 1 with *msg_r filled (free with
+ * md_message_clear), or 0 when the file is skipped. */
+int md_read_message(const struct md_folder *folder, const char *user,
+		    bool in_new, const char *filename,
+		    char *const keywords[26], struct md_message *msg_r,
+		    struct md_stats *stats);
+void md_message_clear(struct md_message *msg);
+
 /* Parse a file name of cur/ ("uniq:2,FLAGS") into the unique part and the
- * flag letters. A name without ":2," has no flags. Returns 0, or -1 when
- * the name is not a valid Maildir name (empty, starts with '.', or holds
- * a second ':' after the info). Outputs are malloc'd. */
+ * flag letters. The info starts at the last ":2,". A name without ":2,"
+ * has no flags; if it contains one ':' (another info version such as
+ * ":1,"), the unique part ends there. Returns 0, or -1 when the name is
+ * not a valid Maildir name (empty, starts with '.', empty unique part, or
+ * a ':' left in the unique part or after the info). Outputs are
+ * malloc'd. */
 int md_parse_filename(const char *name, char **uniq_r, char **letters_r);
 
 /* Turn flag letters into a flag set; keywords[] is the folder's
  * dovecot-keywords table indexed by letter - 'a' (NULL where unset).
- * Returns the number of unmapped letters. */
+ * fs is initialised here (the caller clears it); P becomes $Forwarded and
+ * letters other than D F P R S T a-z are ignored. Returns the number of
+ * unmapped letters. */
 unsigned md_letters_to_flags(const char *letters, char *const *keywords,
 			     size_t nkeywords, struct flagset *fs);
 
 /* Read dovecot-keywords of a folder into a table of 26 entries (NULL
- * where unset). A missing file is an empty table. */
+ * where unset; free with md_keywords_free). A missing file is an empty
+ * table. Returns 0, or -1 with *error_r and an empty table. */
 int md_read_keywords(const char *folder_path, char *keywords_r[26],
 		     char **error_r);
+void md_keywords_free(char *keywords[26]);
 
 /* Pick INTERNALDATE: the mtime when plausible (1990 to now + 1 day), else
  * the leading epoch of the unique name, else the Date header. Sets
