@@ -1660,3 +1660,11 @@ mutf7_to_utf8(const char *name)
 	iconv_close(cd);
 	return result;
 }
+
+unsigned long
+md_stats_skipped(const struct md_stats *stats)
+{
+	return stats->skipped_malformed + stats->skipped_unreadable +
+	       stats->skipped_empty + stats->skipped_vanished +
+	       stats->skipped_not_file;
+}

@@ -31,6 +31,10 @@ struct md_stats {
 	unsigned long date_fallbacks;	   /* INTERNALDATE not from mtime */
 };
 
+/* Messages skipped for a reason worth reporting: everything but the
+ * duplicate of a message caught moving from new/ to cur/. */
+unsigned long md_stats_skipped(const struct md_stats *stats);
+
 struct md_user {
 	char *name; /* login name, as %u */
 	char *path; /* absolute path of the user's Maildir */

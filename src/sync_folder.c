@@ -149,9 +149,7 @@ load_state(struct folder_ctx *f, struct mrerr *err)
 	}
 	w->counts.messages += f->n;
 	w->counts.bytes += stats.bytes;
-	w->counts.skipped += stats.skipped_malformed +
-			     stats.skipped_unreadable + stats.skipped_empty +
-			     stats.skipped_vanished;
+	w->counts.skipped += md_stats_skipped(&stats);
 
 	if (store_msgs_load(w->store, f->user, f->folder, &f->map,
 			    &f->nmap) < 0)

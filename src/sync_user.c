@@ -377,7 +377,9 @@ sync_prepare_user(struct sync_worker *w, size_t ui, struct mrerr *err)
 		goto out;
 	if (create_folders(&u, err) < 0)
 		goto out;
-	if (known && delete_extra_folders(&u, err) < 0)
+	/* A master folder that could not be read is not a deleted one. */
+	if (known && stats.skipped_folders == 0 &&
+	    delete_extra_folders(&u, err) < 0)
 		goto out;
 	ret = sync_subscriptions(&u, err);
 out:

@@ -87,9 +87,7 @@ master_items(struct verify_ctx *v, const struct md_folder *folder,
 	if (md_scan_folder(folder, v->user, msgs_r, &n, &stats, error_r) < 0)
 		return -1;
 	*nmsgs_r = n;
-	v->counts->skipped += stats.skipped_malformed +
-			      stats.skipped_unreadable + stats.skipped_empty +
-			      stats.skipped_vanished;
+	v->counts->skipped += md_stats_skipped(&stats);
 	items = xcalloc(n + 1, sizeof(*items));
 	for (size_t i = 0; i < n; i++) {
 		const struct md_message *m = &(*msgs_r)[i];
