@@ -457,6 +457,20 @@ upload(struct folder_ctx *f, struct mrerr *err)
 	return 0;
 }
 
+/* Messages already in place count as done for the progress line. */
+static void
+report_in_place(struct folder_ctx *f)
+{
+	unsigned long long bytes = 0;
+
+	for (size_t i = 0; i < f->n; i++)
+		bytes += (unsigned long long)f->msgs[i].size;
+	for (size_t k = 0; k < f->nwanted; k++)
+		bytes -= (unsigned long long)f->msgs[f->wanted[k]].size;
+	atomic_fetch_add(&f->w->run->progress.messages_done, f->n - f->nwanted);
+	atomic_fetch_add(&f->w->run->progress.bytes_done, bytes);
+}
+
 static void
 folder_ctx_free(struct folder_ctx *f)
 {
@@ -493,8 +507,7 @@ sync_folder(struct sync_worker *w, const struct sync_unit *unit,
 	if (rematch(&f, err) < 0 || fix_flags(&f, err) < 0 ||
 	    expunge(&f, err) < 0)
 		goto out;
-	/* Messages already in place count as done for the progress line. */
-	atomic_fetch_add(&w->run->progress.messages_done, f.n - f.nwanted);
+	report_in_place(&f);
 	ret = upload(&f, err);
 out:
 	folder_ctx_free(&f);

@@ -114,7 +114,8 @@ reset_user(struct user_ctx *u, struct mrerr *err)
 	for (size_t i = 0; i < u->nrlist; i++) {
 		const char *name = u->rlist[i].name;
 
-		if (u->dry_run)
+		/* A \Noselect parent goes away with its last child. */
+		if (u->dry_run || u->rlist[i].noselect)
 			continue;
 		if (strcasecmp(name, "INBOX") == 0) {
 			if (expunge_all(u, name, err) < 0)
