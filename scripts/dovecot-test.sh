@@ -33,6 +33,8 @@ Usage: $0 start|stop|env|check DIR
               if anything does not work
 
 Environment:
+  DOVECOT_TEST_SIZE_LIMIT  "user:size" (e.g. "small:20k"): the replica rejects
+                      that user's messages above size with NO [LIMIT]
   DOVECOT_TEST_USERS  space-separated user names with password "$USER_PASSWORD"
                       (default: "$DEFAULT_USERS"); the users "$ADMIN_USER"
                       (password "$ADMIN_PASSWORD") and "fresh" always exist
@@ -183,10 +185,19 @@ write_passwd_files() {
 	{
 		printf '%s:{PLAIN}%s::::::\n' "$ADMIN_USER" "$ADMIN_PASSWORD"
 		for user in $users; do
-			printf '%s:{PLAIN}%s::::::\n' "$user" "$USER_PASSWORD"
+			printf '%s:{PLAIN}%s::::::%s\n' "$user" "$USER_PASSWORD" \
+				"$(size_limit_field "$user")"
 		done
 	} >"$DIR/passwd.users"
 	chmod 644 "$DIR/passwd.masters" "$DIR/passwd.users"
+}
+
+# The passwd-file extra field that limits the message size of user, when
+# DOVECOT_TEST_SIZE_LIMIT is "user:size" for that user.
+size_limit_field() {
+	local limit=${DOVECOT_TEST_SIZE_LIMIT:-}
+	[[ -n $limit && ${limit%%:*} == "$1" ]] || return 0
+	printf 'userdb_quota_max_mail_size=%s' "${limit#*:}"
 }
 
 # Print the user names from DOVECOT_TEST_USERS plus "fresh", without duplicates.
@@ -201,6 +212,20 @@ test_users() {
 	done
 	list=${list# }
 	echo "${list% }"
+}
+
+# With DOVECOT_TEST_SIZE_LIMIT, the quota plugin rejects larger messages of
+# that one user with "NO [LIMIT]", and announces no APPENDLIMIT, so the
+# client sees a real rejection by the server.
+quota_config() {
+	[[ -n ${DOVECOT_TEST_SIZE_LIMIT:-} ]] || return 0
+	cat <<EOF
+mail_plugins = \$mail_plugins quota
+plugin {
+  quota = count:User quota
+  quota_vsizes = yes
+}
+EOF
 }
 
 write_config() {
@@ -294,6 +319,7 @@ namespace inbox {
   prefix =
 }
 
+$(quota_config)
 protocol imap {
   mail_max_userip_connections = 100
   imap_max_line_length = 1M

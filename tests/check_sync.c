@@ -39,6 +39,8 @@ start_dovecot(void)
 	       "t01 t02 t03 t04 t05 t06 t07 t08 t09 t10 t11 t12 t13 t14 t15 "
 	       "t16 t17 t18 t19 t20 t21 t22 t23 t24 t25 t26 t27 t28 t29 t30",
 	       1);
+	/* The replica rejects t15's messages above 20 KB (NO [LIMIT]). */
+	setenv("DOVECOT_TEST_SIZE_LIMIT", "t15:20k", 1);
 	dovecot = tu_dovecot_start();
 }
 
@@ -664,6 +666,38 @@ START_TEST(missing_parent_folder)
 }
 END_TEST
 
+START_TEST(rejected_message_isolated)
+{
+	struct env *e = env_new("t15");
+	struct sync_counts counts;
+	char big[30000], *error = NULL, *report = NULL;
+	int code;
+
+	for (int i = 0; i < 5; i++)
+		put_message(e, "", "S", "before");
+	memcpy(big, "Subject: too big\n\n", 18);
+	memset(big + 18, 'y', sizeof(big) - 19);
+	big[sizeof(big) - 1] = '\n';
+	put_file(e, "", "cur", "1500090000.M99P1.test:2,S", big, sizeof(big),
+		 1500090000);
+	for (int i = 0; i < 5; i++)
+		put_message(e, "", "S", "after");
+
+	/* batch_messages = 7: the rejected message sits inside a batch. */
+	code = run_init(e, false, &counts, &error);
+	ck_assert_msg(code == SYNC_EXIT_PARTIAL, "exit %d: %s", code, error);
+	ck_assert_uint_eq(counts.rejected, 1);
+	ck_assert_uint_eq(counts.uploaded, 10);
+	ck_assert_uint_eq(replica_count(e, "INBOX"), 10);
+	ck_assert_uint_eq(run_verify(e, &report), 1);
+	ck_assert_msg(strstr(report, "1500090000.M99P1.test") != NULL,
+		      "report: %s", report);
+	free(report);
+	free(error);
+	env_free(e);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -688,6 +722,7 @@ main(void)
 	tcase_add_test(tc, wrong_password_fails_cleanly);
 	tcase_add_test(tc, unverified_certificate_fails);
 	tcase_add_test(tc, missing_parent_folder);
+	tcase_add_test(tc, rejected_message_isolated);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
