@@ -778,7 +778,9 @@ append_failed_whole(struct append_batch *b, const struct append_reply *reply,
 
 	/* After a BAD, Dovecot 2.3 does not read the non-synchronising
 	 * literals that follow, so it would take message lines for
-	 * commands. */
+	 * commands.
+	 * TODO: a BAD caused by one message repeats on every retry; resend
+	 * such a batch with synchronising literals to isolate it. */
 	if (reply->status == APPEND_REPLY_BAD && b->nonsync_sent) {
 		append_abort(b, MRERR_RETRY_LATER, err,
 			     "%s replied to APPEND to %s with %s; connection "
