@@ -95,7 +95,10 @@ int imapc_fetch_body(struct imapc *c, uint32_t uid, char **data_r,
 struct imapc_append {
 	const char *path;
 	const struct flagset *flags;
-	time_t internaldate;
+	time_t internaldate; /* sent in UTC; 0: the server sets it */
+	/* The file's size in CRLF form (the literal length) when the caller
+	 * knows it already; 0: imapc_append_batch counts it. */
+	uint64_t crlf_size;
 	/* Set by imapc_append_batch: */
 	uint32_t uid;	    /* from APPENDUID; 0 when not appended */
 	struct mrerr error; /* why this message was not appended */
@@ -108,7 +111,10 @@ struct imapc_append {
  * a bad message is isolated: its uid stays 0 and its error has scope
  * MRERR_MESSAGE with the server's text, and the call still returns 0.
  * Returns -1 only for failures beyond single messages (connection,
- * folder), with *err set. */
+ * folder), with *err set; a message whose uid is set even then was
+ * stored before the failure. A file that changes size while it is sent
+ * makes the literal wrong: the connection is then closed (c is dead,
+ * MRERR_CONNECTION) so that the replica stores nothing of that command. */
 int imapc_append_batch(struct imapc *c, const char *mailbox,
 		       struct imapc_append *msgs, size_t count,
 		       uint32_t *uidvalidity_r, struct mrerr *err);
