@@ -60,6 +60,8 @@ int imapc_list(struct imapc *c, bool subscribed_only,
 void imapc_mailboxes_free(struct imapc_mailbox **list, size_t count);
 /* CREATE; an existing mailbox is success. */
 int imapc_create(struct imapc *c, const char *name, struct mrerr *err);
+/* DELETE; a missing mailbox is success. Deleting the selected mailbox
+ * unselects it first. */
 int imapc_delete(struct imapc *c, const char *name, struct mrerr *err);
 int imapc_subscribe(struct imapc *c, const char *name, bool subscribe,
 		    struct mrerr *err);
@@ -70,7 +72,8 @@ struct imapc_status {
 	uint32_t exists;
 	bool keywords_allowed; /* PERMANENTFLAGS has \* */
 };
-/* SELECT name (read-write) and report its state. */
+/* SELECT name (read-write) and report its state. SELECT is sent even
+ * when name is selected already, so the state is current. */
 int imapc_select(struct imapc *c, const char *name,
 		 struct imapc_status *status_r, struct mrerr *err);
 
