@@ -114,6 +114,7 @@ enum stmt_id {
 	ST_INTENT_DELETE,
 	ST_INTENT_MIN_UIDNEXT,
 	ST_INTENTS_CLEAR,
+	ST_INTENT_NEWEST,
 	ST_RUN_START,
 	ST_RUN_FINISH,
 	ST_RUN_LAST,
@@ -181,6 +182,7 @@ static const char *const stmt_sql[N_STMTS] = {
                                   " WHERE user = ?1 AND folder = ?2",
         [ST_INTENTS_CLEAR] = "DELETE FROM intents"
                              " WHERE user = ?1 AND folder = ?2",
+        [ST_INTENT_NEWEST] = "SELECT max(created) FROM intents",
         [ST_RUN_START] = "INSERT INTO runs (kind, pid, started, result)"
                          " VALUES (?1, ?2, ?3, 'running')",
         /* The counters appear in the order of run_counters[]. */
@@ -947,6 +949,18 @@ store_intents_clear(struct store *store, const char *user, const char *folder)
 {
 	return stmt_exec(store, ST_INTENTS_CLEAR, "clearing the APPEND intents",
 	                 "tt", user, folder);
+}
+
+int
+store_intent_newest(struct store *store, time_t *created_r)
+{
+	long long created;
+	int ret;
+
+	ret = stmt_query_int(store, ST_INTENT_NEWEST,
+	                     "reading the APPEND intents", &created, "");
+	*created_r = (time_t)created;
+	return ret < 0 ? -1 : 0;
 }
 
 /* Runs */

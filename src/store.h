@@ -94,6 +94,9 @@ int store_intent_delete(struct store *store, const char *user,
 /* Lowest uidnext among the folder's intents, 0 when there is none. */
 int store_intent_min_uidnext(struct store *store, const char *user,
 			     const char *folder, uint32_t *uidnext_r);
+/* Creation time of the newest intent of any folder, 0 when there is
+ * none. */
+int store_intent_newest(struct store *store, time_t *created_r);
 int store_intents_clear(struct store *store, const char *user,
 			const char *folder);
 

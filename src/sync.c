@@ -17,6 +17,14 @@
  * with a pause of 1, 2, 4... seconds between attempts. */
 #define UNIT_ATTEMPTS 4
 
+/* Seconds to give the replica to finish an APPEND that an interrupted run
+ * sent in full: with LITERAL+ the server has the whole command and may
+ * commit it after the client died. Re-matching before that commit would
+ * miss the copy and upload the messages a second time.
+ * NOTE: a replica slower than this can still commit such a copy after
+ * the re-match; the next run then expunges the duplicate. */
+#define INTERRUPTED_APPEND_SETTLE 5
+
 int
 sync_lock(const char *state_dir, char **error_r)
 {
@@ -448,6 +456,25 @@ record_run(struct store *store, const struct sync_run *run,
 			store_error(store));
 }
 
+/* After a crash, wait until the last APPEND of the interrupted run has
+ * had time to land, so the re-match sees its copies. */
+static void
+settle_interrupted_appends(struct store *store)
+{
+	time_t newest = 0, age;
+
+	if (store_intent_newest(store, &newest) < 0 || newest == 0)
+		return;
+	age = time(NULL) - newest;
+	if (age < 0 || age >= INTERRUPTED_APPEND_SETTLE)
+		return;
+	log_msg(LOG_LVL_INFO, "settle_wait",
+		"an interrupted run sent an APPEND %lld s ago; waiting %lld s "
+		"for the replica to finish it before re-matching",
+		(long long)age, (long long)(INTERRUPTED_APPEND_SETTLE - age));
+	sleep((unsigned)(INTERRUPTED_APPEND_SETTLE - age));
+}
+
 static void
 run_workers(struct sync_run *run)
 {
@@ -544,6 +571,7 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 		opt->dry_run ? " (dry run)" : "");
 
 	run.counts.users = run.nusers;
+	settle_interrupted_appends(store);
 	build_units(&run);
 	if (opt->progress)
 		count_totals(&run);

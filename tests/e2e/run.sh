@@ -15,12 +15,14 @@ bin=${MAILREPL_BIN:-$top/src/mailrepl}
 cache=${MAILREPL_CORPUS_CACHE:-$top/work/corpus}
 kills=${E2E_KILLS:-20}
 work=$(mktemp -d /tmp/mailrepl-e2e-XXXXXX)
+# Dovecot's mail user must be able to reach the replica's directory.
+chmod 755 "$work"
 conf=$work/mailrepl.conf
 log=$work/mailrepl.log
 
 cleanup() {
 	bash "$top/scripts/dovecot-test.sh" stop "$work/replica" >/dev/null 2>&1
-	rm -rf "$work"
+	[ -n "${E2E_KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -65,8 +67,8 @@ setup() {
 	bash "$top/scripts/corpus.sh" fetch "$cache" >/dev/null || return 1
 	bash "$top/scripts/corpus.sh" layout "$cache" "$work/master" ||
 		return 1
-	eval "$(bash "$top/scripts/dovecot-test.sh" start "$work/replica")" ||
-		return 1
+	eval "$(bash "$top/scripts/dovecot-test.sh" start "$work/replica")"
+	[ -n "${IMAP_PORT:-}" ] || return 1
 	write_config ""
 }
 
