@@ -241,6 +241,19 @@ check_foreign(struct user_ctx *u, struct mrerr *err)
 			 u->user, foreign, where, u->user);
 }
 
+/* A folder the replica refuses (a name it does not accept, say) fails
+ * alone: it is logged here, and its unit in the second phase fails and
+ * is counted. Returns whether err was such a failure. */
+static bool
+skip_folder_error(struct user_ctx *u, const char *folder, struct mrerr *err)
+{
+	if (err->scope != MRERR_FOLDER)
+		return false;
+	sync_note_error(u->w, u->user, folder, err);
+	mrerr_clear(err);
+	return true;
+}
+
 static int
 create_folders(struct user_ctx *u, struct mrerr *err)
 {
@@ -257,7 +270,7 @@ create_folders(struct user_ctx *u, struct mrerr *err)
 			u->w->counts.folders_created++;
 		}
 		free(rname);
-		if (r < 0)
+		if (r < 0 && !skip_folder_error(u, u->folders[i].name, err))
 			return -1;
 	}
 	return 0;
@@ -326,7 +339,8 @@ sync_subscriptions(struct user_ctx *u, struct mrerr *err)
 			continue;
 		log_folder_event("subscribe", u->user, want[i]);
 		if (!u->dry_run &&
-		    imapc_subscribe(u->w->conn, want[i], true, err) < 0)
+		    imapc_subscribe(u->w->conn, want[i], true, err) < 0 &&
+		    !skip_folder_error(u, want[i], err))
 			goto out;
 	}
 	for (size_t j = 0; j < nsubs; j++) {
@@ -334,7 +348,8 @@ sync_subscriptions(struct user_ctx *u, struct mrerr *err)
 			continue;
 		log_folder_event("unsubscribe", u->user, subs[j].name);
 		if (!u->dry_run &&
-		    imapc_subscribe(u->w->conn, subs[j].name, false, err) < 0)
+		    imapc_subscribe(u->w->conn, subs[j].name, false, err) < 0 &&
+		    !skip_folder_error(u, subs[j].name, err))
 			goto out;
 	}
 	ret = 0;

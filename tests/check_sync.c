@@ -698,6 +698,33 @@ START_TEST(rejected_message_isolated)
 }
 END_TEST
 
+START_TEST(refused_folder_fails_alone)
+{
+	struct env *e = env_new("t16");
+	struct sync_counts counts;
+	char *error = NULL;
+	int code;
+
+	/* Raw UTF-8 on disk, as another tool may have written it: Dovecot
+	 * accepts only modified UTF-7 names. */
+	make_folder(e, "Entw\xc3\xbcrfe");
+	put_message(e, "Entw\xc3\xbcrfe", "S", "in a refused folder");
+	make_folder(e, "Good");
+	put_message(e, "Good", "S", "in a good folder");
+	put_message(e, "", "S", "in INBOX");
+
+	code = run_init(e, false, &counts, &error);
+	ck_assert_int_eq(code, SYNC_EXIT_FAILED);
+	ck_assert_uint_eq(counts.folder_errors, 1);
+	ck_assert_uint_eq(counts.user_errors, 0);
+	ck_assert_uint_eq(counts.uploaded, 2);
+	ck_assert_uint_eq(replica_count(e, "Good"), 1);
+	ck_assert_uint_eq(replica_count(e, "INBOX"), 1);
+	free(error);
+	env_free(e);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -723,6 +750,7 @@ main(void)
 	tcase_add_test(tc, unverified_certificate_fails);
 	tcase_add_test(tc, missing_parent_folder);
 	tcase_add_test(tc, rejected_message_isolated);
+	tcase_add_test(tc, refused_folder_fails_alone);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
