@@ -428,12 +428,36 @@ out:
 	return ret;
 }
 
+/* Leave out messages above [master] max_message_size: reported and
+ * counted as skipped, never sent. */
+static void
+skip_oversized(struct folder_ctx *f, unsigned long long max)
+{
+	size_t kept = 0;
+
+	if (max == 0)
+		return;
+	for (size_t k = 0; k < f->nwanted; k++) {
+		const struct md_message *m = &f->msgs[f->wanted[k]];
+
+		if ((unsigned long long)m->size <= max) {
+			f->wanted[kept++] = f->wanted[k];
+			continue;
+		}
+		log_msg_event(f, LOG_LVL_WARN, "skip", m->uniq, 0,
+			      "reason", "larger than [master] max_message_size");
+		f->w->counts.skipped++;
+	}
+	f->nwanted = kept;
+}
+
 static int
 upload(struct folder_ctx *f, struct mrerr *err)
 {
 	const struct config *cfg = f->w->run->opt->cfg;
 	size_t start = 0;
 
+	skip_oversized(f, cfg->max_message_size);
 	if (f->dry_run) {
 		f->w->counts.uploaded += f->nwanted;
 		return 0;

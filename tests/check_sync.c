@@ -725,6 +725,30 @@ START_TEST(refused_folder_fails_alone)
 }
 END_TEST
 
+START_TEST(oversized_message_skipped)
+{
+	struct env *e = env_new("t17");
+	struct sync_counts counts;
+	char big[20000], *error = NULL;
+	int code;
+
+	env_write_config(e, "max_message_size = 10K\n");
+	memset(big, 'z', sizeof(big));
+	memcpy(big, "Subject: big\n\n", 14);
+	put_file(e, "", "cur", "1500000001.M1P1.big:2,S", big, sizeof(big),
+		 1500000001);
+	put_message(e, "", "S", "small");
+
+	code = run_init(e, false, &counts, &error);
+	ck_assert_msg(code == SYNC_EXIT_PARTIAL, "exit %d: %s", code, error);
+	ck_assert_uint_eq(counts.skipped, 1);
+	ck_assert_uint_eq(counts.uploaded, 1);
+	ck_assert_uint_eq(replica_count(e, "INBOX"), 1);
+	free(error);
+	env_free(e);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -751,6 +775,7 @@ main(void)
 	tcase_add_test(tc, missing_parent_folder);
 	tcase_add_test(tc, rejected_message_isolated);
 	tcase_add_test(tc, refused_folder_fails_alone);
+	tcase_add_test(tc, oversized_message_skipped);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
