@@ -186,9 +186,10 @@ append_abort(struct append_batch *b, enum mrerr_retry retry, struct mrerr *err,
 	return mrerr_set(err, MRERR_CONNECTION, retry, "%s", text);
 }
 
-/* Classify a libetpan failure during APPEND. Each one leaves the stream
- * out of step with the server, so the connection is closed.
- * TODO: use imapc_fail from imapc.c once both files are merged. */
+/* Classify a libetpan failure in the middle of an APPEND. Unlike the
+ * failures imapc_fail() sorts, each of these leaves the stream out of
+ * step with the server (part of a literal may be unsent), so the
+ * connection is always closed. */
 static int
 append_fail(struct append_batch *b, int r, struct mrerr *err)
 {
