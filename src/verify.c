@@ -399,6 +399,17 @@ verify_run(const struct verify_options *opt, FILE *out,
 	};
 	if (md_list_users(cfg, &users, &n, error_r) < 0)
 		return -1;
+	for (size_t k = 0; k < opt->nusers; k++) {
+		bool found = false;
+
+		for (size_t i = 0; i < n && !found; i++)
+			found = strcmp(users[i].name, opt->users[k]) == 0;
+		if (!found) {
+			*error_r = xasprintf("user %s not found under %s",
+					     opt->users[k], cfg->maildir_root);
+			goto out;
+		}
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (!selected(opt, users[i].name))
 			continue;
