@@ -62,6 +62,8 @@ run() {
 }
 
 run init
+echo "(init prints nothing on success without a terminal; its summary from the log:)"
+grep 'event=run_end' "$demo/mailrepl.log" | tail -1
 run verify | tail -3
 run status || true
 cat <<TEXT
