@@ -129,8 +129,7 @@ print_counts(FILE *out, const struct sync_counts *c, bool dry_run)
 		c->expunged, c->flag_updates, c->rejected, c->skipped);
 }
 
-/* Parse the --user options shared by init and verify; other options go
- * to handle(). Returns the exit code for a usage error, or 0. */
+/* Add one --user value of init or verify. */
 static void
 add_user(struct cli *cli, const char *user)
 {
@@ -288,6 +287,7 @@ cmd_status(struct cli *cli, int argc, char **argv)
 {
 	struct store *store = NULL;
 	struct store_run run;
+	enum store_run_result result;
 	char *error = NULL;
 	bool found = false;
 
@@ -320,9 +320,15 @@ cmd_status(struct cli *cli, int argc, char **argv)
 	       run.skipped);
 	if (run.error != NULL)
 		printf("  last error:    %s\n", run.error);
+	result = run.result;
 	store_run_clear(&run);
 	store_close(&store);
-	return run.result == RUN_OK ? 0 : run.result == RUN_FAILED ? 2 : 1;
+	/* Monitoring-plugin exit codes: OK, WARNING, CRITICAL. */
+	if (result == RUN_OK)
+		return 0;
+	if (result == RUN_FAILED)
+		return 2;
+	return 1;
 }
 
 /* Print the last lines of f: find where they start by scanning once. */

@@ -145,7 +145,8 @@ log_retry(const char *user, const char *folder, int attempt_no,
 	log_end(line);
 }
 
-/* Run step(ui or unit) with retries of connection-class failures. */
+/* Prepare user ui, or synchronise unit when it is not NULL, retrying
+ * connection-class failures with a growing pause. */
 static int
 attempt(struct sync_worker *w, size_t ui, const struct sync_unit *unit)
 {
@@ -239,7 +240,7 @@ add_counts(struct sync_counts *to, const struct sync_counts *from)
 		dst[i] += src[i];
 }
 
-/* The worker body of both phases; phase is passed via run state. */
+/* One worker thread and the phase it runs: 1 users, 2 folders. */
 struct worker_arg {
 	struct sync_worker w;
 	int phase;

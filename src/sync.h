@@ -1,10 +1,10 @@
 /* The initial replication: bring the replica to the master's state.
  *
- * Work is done in two phases by [master] workers threads, each with its
- * own IMAP connection and state-store handle: first every user is
- * prepared (folders created parents first, subscriptions, foreign-mail
- * check), then every (user, folder) is synchronised as a diff of the
- * Maildir against the message map and the replica. */
+ * [master] workers threads do the work, each with its own IMAP connection
+ * and state-store handle. The first phase prepares every user: folders
+ * (parents first), subscriptions and the foreign-mail check. The second
+ * synchronises every (user, folder) as a diff of the Maildir against the
+ * message map and the replica. */
 #ifndef MAILREPL_SYNC_H
 #define MAILREPL_SYNC_H
 
