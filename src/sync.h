@@ -42,7 +42,7 @@ struct sync_counts {
 
 /* Run the initial replication. Takes the lock in state_dir, records the
  * run in the state store, and returns one of the SYNC_EXIT_* codes. On
- * failure *error_r (caller frees) holds the first fatal error. */
+ * failure *error_r (caller frees) is the first fatal error. */
 int sync_init(const struct sync_options *options, struct sync_counts *counts_r,
 	      char **error_r);
 
