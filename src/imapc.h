@@ -130,6 +130,14 @@ int imapc_store_flags(struct imapc *c, uint32_t uid,
 int imapc_expunge_uids(struct imapc *c, const uint32_t *uids, size_t count,
 		       struct mrerr *err);
 
+/* UID MOVE uid from the selected mailbox to mailbox (RFC 6851). Sets
+ * *new_uid_r from the COPYUID response (0 when the server sent none) and
+ * *uidvalidity_r to the destination's UIDVALIDITY. Fails with
+ * MRERR_FOLDER when the server lacks MOVE. */
+int imapc_move_uid(struct imapc *c, uint32_t uid, const char *mailbox,
+		   uint32_t *uidvalidity_r, uint32_t *new_uid_r,
+		   struct mrerr *err);
+
 /* Verify a DER certificate: against the CA file (or the system trust
  * store) and the host name, or by its SHA-256 fingerprint when one is
  * given. Exposed for tests. Returns 0, or -1 with *err (MRERR_CONFIG). */

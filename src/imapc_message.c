@@ -553,3 +553,43 @@ out:
 	free(sorted);
 	return ret;
 }
+
+int
+imapc_move_uid(struct imapc *c, uint32_t uid, const char *mailbox,
+	       uint32_t *uidvalidity_r, uint32_t *new_uid_r,
+	       struct mrerr *err)
+{
+	struct mailimap_set *set, *source = NULL, *dest = NULL;
+	uint32_t uidvalidity = 0;
+	int r;
+
+	*uidvalidity_r = 0;
+	*new_uid_r = 0;
+	if (!imapc_has_capability(c, "MOVE"))
+		return mrerr_set(err, MRERR_FOLDER, MRERR_RETRY_NEVER,
+				 "replica %s does not offer MOVE (RFC 6851)",
+				 c->host);
+	if (imapc_check_selected(c, "UID MOVE", err) < 0)
+		return -1;
+
+	set = mailimap_set_new_single(uid);
+	r = mailimap_uidplus_uid_move(c->imap, set, mailbox, &uidvalidity,
+				      &source, &dest);
+	mailimap_set_free(set);
+	if (r != MAILIMAP_NO_ERROR)
+		return imapc_fail(c, r, "UID MOVE", err);
+
+	/* COPYUID names one destination UID for our one source UID. */
+	if (dest != NULL && clist_begin(dest->set_list) != NULL) {
+		struct mailimap_set_item *item =
+			clist_content(clist_begin(dest->set_list));
+
+		*new_uid_r = item->set_first;
+	}
+	*uidvalidity_r = uidvalidity;
+	if (source != NULL)
+		mailimap_set_free(source);
+	if (dest != NULL)
+		mailimap_set_free(dest);
+	return 0;
+}

@@ -37,6 +37,7 @@ struct sync_counts {
 	unsigned long long users, folders, messages, bytes;
 	unsigned long long uploaded, uploaded_bytes, adopted, expunged;
 	unsigned long long flag_updates, folders_created, folders_deleted;
+	unsigned long long moved;
 	unsigned long long rejected, skipped, folder_errors, user_errors;
 };
 

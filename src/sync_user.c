@@ -36,6 +36,24 @@ log_folder_event(const char *event, const char *user, const char *folder)
 	free(display);
 }
 
+static void
+log_move(const char *user, const char *from, const char *to,
+	 const char *uniq, uint32_t uid)
+{
+	struct logline *line = log_begin(LOG_LVL_INFO, "move");
+	char *from_display = mutf7_to_utf8(from);
+	char *to_display = mutf7_to_utf8(to);
+
+	log_str(line, "user", user);
+	log_str(line, "folder", from_display);
+	log_str(line, "to", to_display);
+	log_str(line, "file", uniq);
+	log_int(line, "uid", uid);
+	log_end(line);
+	free(from_display);
+	free(to_display);
+}
+
 static bool
 replica_has(const struct user_ctx *u, const char *name, bool selectable)
 {
@@ -299,6 +317,220 @@ delete_extra_folders(struct user_ctx *u, struct mrerr *err)
 	return 0;
 }
 
+/* A message that left one folder (departure) or arrived in another
+ * without a map entry (arrival) since the last run. The same unique name
+ * on both sides is a move. */
+struct move_end {
+	char *uniq;
+	size_t folder; /* index into u->folders */
+	uint32_t uid;  /* departures: the replica UID */
+};
+
+struct move_scan {
+	struct move_end *arrivals, *departures;
+	size_t narrivals, ndepartures, arrivals_cap, departures_cap;
+};
+
+static void
+add_end(struct move_end **ends, size_t *n, size_t *cap, const char *uniq,
+	size_t folder, uint32_t uid)
+{
+	*ends = xgrow(*ends, cap, *n + 1, sizeof(**ends));
+	(*ends)[*n] = (struct move_end){xstrdup(uniq), folder, uid};
+	(*n)++;
+}
+
+/* Compare one folder's Maildir with its map (both sorted by uniq). */
+static int
+scan_moves_in_folder(struct user_ctx *u, size_t fi, struct move_scan *ms)
+{
+	struct md_message *msgs = NULL;
+	struct store_msg *map = NULL;
+	size_t n = 0, nmap = 0, i = 0, j = 0;
+	char *error = NULL;
+
+	if (md_scan_folder(&u->folders[fi], u->user, &msgs, &n, NULL,
+			   &error) < 0) {
+		free(error);
+		return 0; /* the folder's unit reports it */
+	}
+	if (store_msgs_load(u->w->store, u->user, u->folders[fi].name, &map,
+			    &nmap) < 0) {
+		md_messages_free(&msgs, n);
+		return -1;
+	}
+	while (i < n || j < nmap) {
+		int cmp = i >= n      ? 1
+			  : j >= nmap ? -1
+				      : strcmp(msgs[i].uniq, map[j].uniq);
+
+		if (cmp < 0)
+			add_end(&ms->arrivals, &ms->narrivals,
+				&ms->arrivals_cap, msgs[i++].uniq, fi, 0);
+		else if (cmp > 0) {
+			add_end(&ms->departures, &ms->ndepartures,
+				&ms->departures_cap, map[j].uniq, fi,
+				map[j].uid);
+			j++;
+		} else {
+			i++;
+			j++;
+		}
+	}
+	md_messages_free(&msgs, n);
+	store_msgs_free(&map, nmap);
+	return 0;
+}
+
+static int
+cmp_end(const void *a, const void *b)
+{
+	const struct move_end *x = a, *y = b;
+	int c = x->folder < y->folder ? -1 : x->folder > y->folder;
+
+	return c != 0 ? c : strcmp(x->uniq, y->uniq);
+}
+
+static int
+cmp_uniq(const void *a, const void *b)
+{
+	return strcmp(((const struct move_end *)a)->uniq,
+		      ((const struct move_end *)b)->uniq);
+}
+
+/* The arrival in another folder with dep's unique name, or NULL.
+ * ms->arrivals is sorted by uniq. */
+static const struct move_end *
+find_arrival(const struct move_scan *ms, const struct move_end *dep)
+{
+	const struct move_end *hit;
+	size_t k;
+
+	hit = bsearch(dep, ms->arrivals, ms->narrivals, sizeof(*dep),
+		      cmp_uniq);
+	if (hit == NULL)
+		return NULL;
+	/* Back up to the first arrival with this name, then take the
+	 * first one that is not in the departure's own folder. */
+	k = (size_t)(hit - ms->arrivals);
+	while (k > 0 && strcmp(ms->arrivals[k - 1].uniq, dep->uniq) == 0)
+		k--;
+	for (; k < ms->narrivals && strcmp(ms->arrivals[k].uniq, dep->uniq) == 0;
+	     k++) {
+		if (ms->arrivals[k].folder != dep->folder)
+			return &ms->arrivals[k];
+	}
+	return NULL;
+}
+
+/* Record a move in the map: the source entry goes, and the destination
+ * gets the UID from COPYUID. Without one, the second phase re-matches
+ * the message in its new folder. */
+static int
+record_move(struct user_ctx *u, const char *from, const char *to,
+	    const char *uniq, uint32_t uidvalidity, uint32_t new_uid)
+{
+	struct store *st = u->w->store;
+	uint32_t known = 0;
+	int r = store_begin(st);
+
+	if (r == 0)
+		r = store_msg_delete(st, u->user, from, uniq);
+	if (r == 0 && new_uid != 0)
+		r = store_folder_get(st, u->user, to, &known);
+	if (r == 0 && new_uid != 0 && known != uidvalidity)
+		r = store_folder_set(st, u->user, to, uidvalidity);
+	if (r == 0 && new_uid != 0)
+		r = store_msg_put(st, u->user, to, uniq, new_uid, "", 0);
+	if (r == 0)
+		return store_commit(st);
+	store_rollback(st);
+	return -1;
+}
+
+static int
+move_one(struct user_ctx *u, const struct move_end *dep,
+	 const struct move_end *arr, struct mrerr *err)
+{
+	const char *from = u->folders[dep->folder].name;
+	const char *to = u->folders[arr->folder].name;
+	char *rfrom = sync_replica_name(u->w->conn, from);
+	char *rto = sync_replica_name(u->w->conn, to);
+	struct imapc_status st;
+	uint32_t uidvalidity = 0, new_uid = 0;
+	int ret = -1;
+
+	log_move(u->user, from, to, dep->uniq, dep->uid);
+	u->w->counts.moved++;
+	if (u->dry_run) {
+		ret = 0;
+		goto out;
+	}
+	if (imapc_select(u->w->conn, rfrom, &st, err) < 0 ||
+	    imapc_move_uid(u->w->conn, dep->uid, rto, &uidvalidity, &new_uid,
+			   err) < 0)
+		goto out;
+	if (record_move(u, from, to, dep->uniq, uidvalidity, new_uid) < 0) {
+		mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
+			  "state store: %s", store_error(u->w->store));
+		goto out;
+	}
+	ret = 0;
+out:
+	free(rfrom);
+	free(rto);
+	return ret;
+}
+
+static void
+move_scan_free(struct move_scan *ms)
+{
+	for (size_t k = 0; k < ms->narrivals; k++)
+		free(ms->arrivals[k].uniq);
+	for (size_t k = 0; k < ms->ndepartures; k++)
+		free(ms->departures[k].uniq);
+	free(ms->arrivals);
+	free(ms->departures);
+}
+
+/* A file that left folder A and appeared in folder B under the same
+ * unique name since the last run is a move: UID MOVE on the replica, not
+ * an expunge and a new upload. A move the replica cannot do is left to
+ * the second phase, which expunges and uploads instead. */
+static int
+sync_moves(struct user_ctx *u, struct mrerr *err)
+{
+	struct move_scan ms = {0};
+	int ret = -1;
+
+	for (size_t fi = 0; fi < u->nfolders; fi++) {
+		if (scan_moves_in_folder(u, fi, &ms) < 0) {
+			mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
+				  "state store: %s", store_error(u->w->store));
+			goto out;
+		}
+	}
+	qsort(ms.departures, ms.ndepartures, sizeof(*ms.departures), cmp_end);
+	qsort(ms.arrivals, ms.narrivals, sizeof(*ms.arrivals), cmp_uniq);
+	for (size_t k = 0; k < ms.ndepartures; k++) {
+		const struct move_end *arr = find_arrival(&ms, &ms.departures[k]);
+
+		if (arr == NULL)
+			continue;
+		if (move_one(u, &ms.departures[k], arr, err) < 0) {
+			if (err->scope != MRERR_FOLDER)
+				goto out;
+			sync_note_error(u->w, u->user, NULL, err);
+			mrerr_clear(err);
+			break;
+		}
+	}
+	ret = 0;
+out:
+	move_scan_free(&ms);
+	return ret;
+}
+
 static bool
 list_has(char **names, size_t n, const char *name)
 {
@@ -392,6 +624,8 @@ sync_prepare_user(struct sync_worker *w, size_t ui, struct mrerr *err)
 	if (!known && check_foreign(&u, err) < 0)
 		goto out;
 	if (create_folders(&u, err) < 0)
+		goto out;
+	if (known && sync_moves(&u, err) < 0)
 		goto out;
 	/* A master folder that could not be read is not a deleted one. */
 	if (known && stats.skipped_folders == 0 &&

@@ -749,6 +749,40 @@ START_TEST(oversized_message_skipped)
 }
 END_TEST
 
+START_TEST(moved_message_uses_uid_move)
+{
+	struct env *e = env_new("t18");
+	struct sync_counts counts;
+	const char *body = "Subject: archive me\n\nmoved\n";
+	char *src, *dst;
+
+	make_folder(e, "Work");
+	make_folder(e, "Archive");
+	/* ",U=12" is Dovecot's own token inside the unique name: it means
+	 * nothing to mailrepl and stays the same across the move. */
+	src = put_file(e, "Work", "cur", "1500000100.M77P1.host,U=12:2,S",
+		       body, strlen(body), 1500000100);
+	put_message(e, "Work", "S", "stays");
+	run_init_ok(e, &counts);
+
+	dst = xasprintf("%s/.Archive/cur/1500000100.M77P1.host,U=12:2,SF",
+			e->maildir);
+	ck_assert_int_eq(rename(src, dst), 0);
+
+	run_init_ok(e, &counts);
+	ck_assert_uint_eq(counts.moved, 1);
+	ck_assert_uint_eq(counts.uploaded, 0);
+	ck_assert_uint_eq(counts.expunged, 0);
+	ck_assert_uint_eq(counts.flag_updates, 1);
+	ck_assert_uint_eq(replica_count(e, "Work"), 1);
+	ck_assert_uint_eq(replica_count(e, "Archive"), 1);
+	assert_identical(e);
+	free(src);
+	free(dst);
+	env_free(e);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -776,6 +810,7 @@ main(void)
 	tcase_add_test(tc, rejected_message_isolated);
 	tcase_add_test(tc, refused_folder_fails_alone);
 	tcase_add_test(tc, oversized_message_skipped);
+	tcase_add_test(tc, moved_message_uses_uid_move);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
