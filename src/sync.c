@@ -13,17 +13,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Connection-class failures of one unit are retried this many times,
- * with a pause of 1, 2, 4... seconds between attempts. */
-#define UNIT_ATTEMPTS 4
+/* Seconds to give the replica to finish the commands of a client that
+ * died: the server may still complete a command it has read in full (an
+ * APPEND sent with LITERAL+, a DELETE) after the client is gone. Looking
+ * at the replica before that would miss a landed copy and upload it
+ * again, or see a folder that is about to vanish.
+ * NOTE: a replica slower than this can still complete such a command
+ * afterwards; the next run then repairs what it changed. */
+#define SETTLE_SECONDS 5
 
-/* Seconds to give the replica to finish an APPEND that an interrupted run
- * sent in full: with LITERAL+ the server has the whole command and may
- * commit it after the client died. Re-matching before that commit would
- * miss the copy and upload the messages a second time.
- * NOTE: a replica slower than this can still commit such a copy after
- * the re-match; the next run then expunges the duplicate. */
-#define INTERRUPTED_APPEND_SETTLE 5
+/* Connection-class failures of one unit are retried this many times,
+ * with a pause of SETTLE_SECONDS, then twice that, and so on. */
+#define UNIT_ATTEMPTS 4
 
 int
 sync_lock(const char *state_dir, char **error_r)
@@ -159,7 +160,7 @@ attempt(struct sync_worker *w, size_t ui, const struct sync_unit *unit)
 	for (int i = 0; i < UNIT_ATTEMPTS && !run_stopped(w->run); i++) {
 		mrerr_clear(&err);
 		if (i > 0)
-			sleep(1u << (i - 1));
+			sleep(SETTLE_SECONDS << (i - 1));
 		if (sync_connect(w, ui, &err) == 0) {
 			r = unit != NULL ? sync_folder(w, unit, &err)
 					 : sync_prepare_user(w, ui, &err);
@@ -457,23 +458,34 @@ record_run(struct store *store, const struct sync_run *run,
 			store_error(store));
 }
 
-/* After a crash, wait until the last APPEND of the interrupted run has
- * had time to land, so the re-match sees its copies. */
+/* After a crash, wait until the commands the dead process sent have had
+ * time to complete on the replica. A run killed while resetting or
+ * uploading leaves an interrupted run record; an APPEND that failed in a
+ * live run leaves a recent intent. */
 static void
-settle_interrupted_appends(struct store *store)
+settle_interrupted_run(struct store *store)
 {
-	time_t newest = 0, age;
+	struct store_run last;
+	bool found = false, interrupted;
+	time_t newest = 0;
+	long long wait = 0;
 
-	if (store_intent_newest(store, &newest) < 0 || newest == 0)
-		return;
-	age = time(NULL) - newest;
-	if (age < 0 || age >= INTERRUPTED_APPEND_SETTLE)
+	interrupted = store_run_last(store, "init", &last, &found) == 0 &&
+		      found && last.result == RUN_INTERRUPTED;
+	if (found)
+		store_run_clear(&last);
+	if (interrupted)
+		wait = SETTLE_SECONDS;
+	else if (store_intent_newest(store, &newest) == 0 && newest != 0)
+		wait = SETTLE_SECONDS - (time(NULL) - newest);
+	if (wait > SETTLE_SECONDS) /* the clock went back */
+		wait = SETTLE_SECONDS;
+	if (wait <= 0)
 		return;
 	log_msg(LOG_LVL_INFO, "settle_wait",
-		"an interrupted run sent an APPEND %lld s ago; waiting %lld s "
-		"for the replica to finish it before re-matching",
-		(long long)age, (long long)(INTERRUPTED_APPEND_SETTLE - age));
-	sleep((unsigned)(INTERRUPTED_APPEND_SETTLE - age));
+		"the previous run was interrupted; waiting %lld s for the "
+		"replica to finish its last commands", wait);
+	sleep((unsigned)wait);
 }
 
 static void
@@ -562,6 +574,7 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 		goto out;
 	if (load_users(&run, error_r) < 0)
 		goto out;
+	settle_interrupted_run(store);
 	if (!opt->dry_run && store_run_start(store, "init", &run.run_id) < 0) {
 		*error_r = xasprintf("cannot record the run in %s: %s",
 				     opt->cfg->state_dir, store_error(store));
@@ -572,7 +585,6 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 		opt->dry_run ? " (dry run)" : "");
 
 	run.counts.users = run.nusers;
-	settle_interrupted_appends(store);
 	build_units(&run);
 	if (opt->progress)
 		count_totals(&run);
