@@ -15,6 +15,7 @@ readonly SECTION_END='<!-- init-vs-mbsync:end -->'
 
 top=$(cd -- "$(dirname -- "$0")/.." && pwd -P)
 rounds=3
+mbsync_jobs=1
 cache=$top/work/corpus
 layout_args=()
 only=
@@ -43,6 +44,8 @@ Options:
                   which must not exist yet (default: a new directory under
                   \${TMPDIR:-/tmp}); it is deleted at the end unless --keep
   --keep          keep the work directory and leave Dovecot stopped there
+  --mbsync-jobs N run N mbsync processes at once, one channel (user) each,
+                  in place of one "mbsync -a" (default: 1)
   --only TOOL     run only mailrepl or only mbsync: no ratio, and
                   doc/benchmarks.md is not written
   --no-doc        print the results but do not write doc/benchmarks.md
@@ -68,6 +71,11 @@ parse_args() {
 		--rounds)
 			positive_number "$1" "${2:-}"
 			rounds=$2
+			shift 2
+			;;
+		--mbsync-jobs)
+			positive_number "$1" "${2:-}"
+			mbsync_jobs=$2
 			shift 2
 			;;
 		--scale | --users)
@@ -167,7 +175,7 @@ layout_master() {
 	users=$(awk -F '\t' 'NR > 1 && !seen[$1]++ { printf "%s ", $1 }' "$master/.mailrepl-corpus")
 	users=${users% }
 	[[ $expected_messages =~ ^[0-9]+$ && $expected_bytes =~ ^[0-9]+$ && -n $users ]] ||
-		die "cannot read the layout summary in $master/.mailrepl-corpus"
+		die "missing or invalid layout summary in $master/.mailrepl-corpus; run scripts/corpus.sh layout by hand to see why"
 }
 
 # Print "user<TAB>messages" for each user, as the layout wrote them.
@@ -218,11 +226,11 @@ replica_per_user() {
 	done | sort
 }
 
-# mbsync 1.4 checks the certificate's host name against DNS names only, so
-# "Host 127.0.0.1" fails against a CA-signed certificate with an IP SAN.
-# The server certificate itself in CertificateFile is trusted as it is,
-# much like mailrepl's tls_fingerprint. Check that it is the one Dovecot
-# serves before relying on it.
+# Print the path of Dovecot's server certificate for mbsync. isync 1.4.4
+# rejects the CA-signed certificate for "Host 127.0.0.1" ("certificate owner
+# does not match hostname") although its subjectAltName lists that address.
+# It trusts a server certificate named in CertificateFile as it is, much like
+# mailrepl's tls_fingerprint, so the file is checked against the fingerprint.
 server_certificate() {
 	local pem=$DOVECOT_DIR/server.pem hex
 	[[ -r $pem ]] || die "server certificate $pem not found; has scripts/dovecot-test.sh changed?"
@@ -264,9 +272,9 @@ EOF
 
 # Write one mbsync channel per user: the user's Maildir++ tree (a copy, see
 # prepare_mbsync) pushed to that user's mailbox on the replica, logged in
-# as the master user. Create Far makes the folders; Sync Push with Expunge
-# None never changes the near side's messages; CopyArrivalDate sends the
-# file's mtime as INTERNALDATE, as mailrepl does.
+# as the master user. Create Far makes the folders, and Sync Push with
+# Expunge None copies messages only towards the replica. CopyArrivalDate
+# sends the file's mtime as INTERNALDATE, as mailrepl does.
 write_mbsyncrc() {
 	local rc=$work/mbsyncrc certificate user
 	certificate=$(server_certificate)
@@ -317,8 +325,9 @@ prepare_mbsync() {
 	# The state file of a channel is named after the near mailbox ("INBOX",
 	# "Archive!2018"), so each user needs a directory of its own.
 	local user
+	mkdir -m 700 -- "$work/mbsync-state"
 	for user in $users; do
-		mkdir -p -m 700 -- "$work/mbsync-state/$user"
+		mkdir -- "$work/mbsync-state/$user"
 	done
 	tree_listing "$work/mbsync-near" >"$work/near.before"
 	write_mbsyncrc
@@ -362,7 +371,7 @@ timed_run() {
 
 # Run TOOL once into an empty replica and append a line to results.tsv.
 run_once() {
-	local round=$1 tool=$2 note= ok=yes
+	local round=$1 tool=$2 note='' ok=yes
 	reset_replica
 	"prepare_$tool"
 	local before
@@ -370,15 +379,23 @@ run_once() {
 
 	if [[ $tool == mailrepl ]]; then
 		timed_run "$tool-$round" "$top/src/mailrepl" -c "$work/mailrepl.conf" init
-	else
+	elif ((mbsync_jobs == 1)); then
 		timed_run "$tool-$round" mbsync -c "$work/mbsyncrc" -a -q
+	else
+		# xargs exits with 123 when any mbsync failed.
+		timed_run "$tool-$round" xargs -P "$mbsync_jobs" -n 1 mbsync -c "$work/mbsyncrc" -q \
+			<<<"$users"
 	fi
 
 	case $tool:$run_status in
 	mailrepl:0 | mbsync:0) ;;
 	mailrepl:2)
-		note="exit 2: $(grep -ciE 'skip|reject' "$work/$tool-$round.out" "$work/$tool-$round.err" "$work/mailrepl.log" |
-			awk -F: '{ n += $NF } END { print n + 0 }') log lines mention skipped or rejected messages"
+		# Exit status 2: the copy finished, but the replica rejected some
+		# messages or some files were skipped, each logged as one event.
+		local rejected skipped
+		rejected=$(grep -c 'event=reject' "$work/mailrepl.log" || true)
+		skipped=$(grep -c 'event=skip' "$work/mailrepl.log" || true)
+		note="exit 2: $rejected rejected, $skipped skipped"
 		;;
 	*)
 		ok=no
@@ -396,7 +413,8 @@ run_once() {
 	total=$(awk -F '\t' '{ n += $2 } END { print n + 0 }' "$work/replica.counts")
 	if ! cmp -s <(expected_per_user) "$work/replica.counts"; then
 		note+="${note:+; }replica holds $total of $expected_messages messages"
-		diff <(expected_per_user) "$work/replica.counts" | sed -n 's/^[<>] /  /p' >&2 || true
+		join -t "$(printf '\t')" <(expected_per_user) "$work/replica.counts" |
+			awk -F '\t' '$2 != $3 { printf "  %s: %s messages on the master, %s on the replica\n", $1, $2, $3 }' >&2
 		discrepancies=yes
 	fi
 	[[ $ok == yes ]] || failures=yes
@@ -408,7 +426,7 @@ run_once() {
 
 # Print the machine and software description as Markdown list items.
 describe_machine() {
-	local cpu mem fs kernel
+	local cpu mem fs kernel os
 	cpu=$(awk -F ': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 	fs=$(df -T -- "$work" | awk 'NR == 2 { print $2 }')
@@ -417,8 +435,9 @@ describe_machine() {
 	echo "- Master tree and replica mail on $fs; kernel $kernel"
 	echo "- Dovecot $(dovecot --version | cut -d' ' -f1), isync $(mbsync --version | cut -d' ' -f2)," \
 		"libetpan $(dpkg-query -W -f='${Version}' libetpan20 2>/dev/null || echo unknown)"
-	echo "- mailrepl $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)" \
-		"on $(. /etc/os-release && echo "$PRETTY_NAME")"
+	# shellcheck source=/dev/null
+	os=$(. /etc/os-release && echo "$PRETTY_NAME")
+	echo "- mailrepl $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown) on $os"
 }
 
 # Summarise results.tsv as Markdown on stdout.
@@ -502,23 +521,40 @@ EOF
 	log "wrote the results to $doc"
 }
 
+# Print TEXT as a Markdown list item wrapped at 74 columns.
+note_item() {
+	fmt -w 72 <<<"$1" | sed '1s/^/- /; 2,$s/^/  /'
+}
+
+# Print a whole number with commas between groups of three digits.
+with_commas() {
+	sed -E ':a; s/([0-9])([0-9]{3})($|[^0-9])/\1,\2\3/; ta' <<<"$1"
+}
+
 # Print the Markdown section for doc/benchmarks.md.
 doc_section() {
-	local command=$1 table=$2 elapsed=$3
-	cat <<EOF
-## mailrepl init and mbsync, initial copy into Dovecot
-
+	local command=$1 table=$2 elapsed=$3 mbsync_how
+	if ((mbsync_jobs == 1)); then
+		mbsync_how="\`mbsync -a\` (one channel per user, run one after another over one connection at a time)"
+	else
+		mbsync_how="$mbsync_jobs mbsync processes at once, each running one user's channel"
+	fi
+	echo "## mailrepl init and mbsync, initial copy into Dovecot"
+	echo
+	fmt -w 74 <<EOF
 Written by \`bench/init-vs-mbsync.sh\` on $(date -u +%Y-%m-%d); bench/README.md
 describes the method. Both tools copy the same master tree
-($expected_messages messages, $expected_bytes bytes, $(wc -w <<<"$users") users with
+($(with_commas "$expected_messages") messages, $(with_commas "$expected_bytes") bytes, $(wc -w <<<"$users") users with
 $folder_count folders in all, laid out by \`scripts/corpus.sh\`) into an emptied private
 Dovecot on 127.0.0.1 over IMAP with STARTTLS, logged in as the Dovecot
 master user on behalf of each user. Each round runs mailrepl (4 workers)
-and then \`mbsync -a\` (one channel per user, run one after another); before
+and then $mbsync_how. Before
 each run the replica's mail and the tool's own state are deleted and the
 page cache is written back with \`sync\`. MB/s counts the message files'
 bytes on disk (LF line ends), in units of 10^6 bytes. Peak RSS is the
 largest of the rounds.
+EOF
+	cat <<EOF
 
 Command: \`$command\` (the whole benchmark took $elapsed s)
 
@@ -528,16 +564,10 @@ $table
 
 Notes:
 
-- ${mbsync_writes:-mbsync did not run.} It reads a fresh copy of the master
-  tree in every round, so the master tree itself stays unchanged. Its sync
-  state goes to a directory of its own (\`SyncState\`).
-- mbsync 1.4 checks the server certificate's name against DNS names only,
-  so it trusts the Dovecot server certificate itself (\`CertificateFile\`)
-  where mailrepl checks the CA signature and the IP address.
-- The work differs a little: mailrepl also replicates keywords and
-  subscriptions and records every message in its SQLite state; mbsync 1.4
-  sends system flags only.
 EOF
+	note_item "${mbsync_writes:-mbsync did not run.} It reads a fresh copy of the master tree in every round, and the script checks after every run of either tool that the master tree itself is unchanged. Its sync state goes to a directory of its own (\`SyncState\`)."
+	note_item "mbsync 1.4.4 rejects the Dovecot certificate for \`Host 127.0.0.1\` although its subjectAltName lists that IP address, so mbsync trusts the server certificate itself (\`CertificateFile\`). mailrepl checks the CA signature and the IP address."
+	note_item "The work differs a little: mailrepl also replicates keywords and subscriptions and records every message in its SQLite state, while mbsync 1.4 sends system flags only."
 }
 
 cleanup() {
@@ -565,6 +595,8 @@ main() {
 		work=$(cd -- "$workdir" && pwd -P)
 	else
 		work=$(mktemp -d "${TMPDIR:-/tmp}/mailrepl-bench.XXXXXX")
+		# Dovecot's mail user must reach the replica's mail below it.
+		chmod 755 -- "$work"
 	fi
 	trap cleanup EXIT
 	trap 'exit 130' INT TERM
