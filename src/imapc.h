@@ -60,6 +60,8 @@ int imapc_list(struct imapc *c, bool subscribed_only,
 void imapc_mailboxes_free(struct imapc_mailbox **list, size_t count);
 /* CREATE; an existing mailbox is success. */
 int imapc_create(struct imapc *c, const char *name, struct mrerr *err);
+/* DELETE; a missing mailbox is success. Deleting the selected mailbox
+ * unselects it first. */
 int imapc_delete(struct imapc *c, const char *name, struct mrerr *err);
 int imapc_subscribe(struct imapc *c, const char *name, bool subscribe,
 		    struct mrerr *err);
@@ -70,7 +72,8 @@ struct imapc_status {
 	uint32_t exists;
 	bool keywords_allowed; /* PERMANENTFLAGS has \* */
 };
-/* SELECT name (read-write) and report its state. */
+/* SELECT name (read-write) and report its state. SELECT is sent even
+ * when name is selected already, so the state is current. */
 int imapc_select(struct imapc *c, const char *name,
 		 struct imapc_status *status_r, struct mrerr *err);
 
@@ -95,7 +98,10 @@ int imapc_fetch_body(struct imapc *c, uint32_t uid, char **data_r,
 struct imapc_append {
 	const char *path;
 	const struct flagset *flags;
-	time_t internaldate;
+	time_t internaldate; /* sent in UTC; 0: the server sets it */
+	/* The file's size in CRLF form (the literal length) when the caller
+	 * knows it already; 0: imapc_append_batch counts it. */
+	uint64_t crlf_size;
 	/* Set by imapc_append_batch: */
 	uint32_t uid;	    /* from APPENDUID; 0 when not appended */
 	struct mrerr error; /* why this message was not appended */
@@ -108,7 +114,10 @@ struct imapc_append {
  * a bad message is isolated: its uid stays 0 and its error has scope
  * MRERR_MESSAGE with the server's text, and the call still returns 0.
  * Returns -1 only for failures beyond single messages (connection,
- * folder), with *err set. */
+ * folder), with *err set; a message whose uid is set even then was
+ * stored before the failure. A file that changes size while it is sent
+ * makes the literal wrong: the connection is then closed (c is dead,
+ * MRERR_CONNECTION) so that the replica stores nothing of that command. */
 int imapc_append_batch(struct imapc *c, const char *mailbox,
 		       struct imapc_append *msgs, size_t count,
 		       uint32_t *uidvalidity_r, struct mrerr *err);

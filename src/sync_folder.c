@@ -124,9 +124,17 @@ load_state(struct folder_ctx *f, struct mrerr *err)
 	struct md_stats stats = {0};
 	char *error = NULL;
 	uint32_t known;
+	bool missing = false;
 
-	if (imapc_select(w->conn, f->rname, &f->st, err) < 0)
-		return -1;
+	if (imapc_select(w->conn, f->rname, &f->st, err) < 0) {
+		/* A dry run does not create folders: a missing one is an
+		 * empty one. */
+		if (!f->dry_run || err->scope != MRERR_FOLDER)
+			return -1;
+		mrerr_clear(err);
+		f->st = (struct imapc_status){.keywords_allowed = true};
+		missing = true;
+	}
 	if (store_folder_get(w->store, f->user, f->folder, &known) < 0)
 		return store_failed(f, err);
 	if (known != f->st.uidvalidity) {
@@ -154,7 +162,7 @@ load_state(struct folder_ctx *f, struct mrerr *err)
 	if (store_msgs_load(w->store, f->user, f->folder, &f->map,
 			    &f->nmap) < 0)
 		return store_failed(f, err);
-	if (imapc_fetch_all(w->conn, 1, &f->rmsgs, &f->nr, err) < 0)
+	if (!missing && imapc_fetch_all(w->conn, 1, &f->rmsgs, &f->nr, err) < 0)
 		return -1;
 	f->claimed = xcalloc(f->nr + 1, sizeof(bool));
 	f->wanted = xcalloc(f->n + 1, sizeof(size_t));
