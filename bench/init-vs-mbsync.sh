@@ -433,6 +433,7 @@ describe_machine() {
 	kernel=$(uname -sr)
 	echo "- CPU: $(nproc) cores online, ${cpu:-unknown model}; RAM: $mem"
 	echo "- Master tree and replica mail on $fs; kernel $kernel"
+	echo "- Load average at the start: $start_load (1, 5 and 15 minutes)"
 	echo "- Dovecot $(dovecot --version | cut -d' ' -f1), isync $(mbsync --version | cut -d' ' -f2)," \
 		"libetpan $(dpkg-query -W -f='${Version}' libetpan20 2>/dev/null || echo unknown)"
 	# shellcheck source=/dev/null
@@ -586,6 +587,8 @@ cleanup() {
 main() {
 	local command="bench/init-vs-mbsync.sh${*:+ $*}" started=$SECONDS
 	parse_args "$@"
+	# Other work on the machine skews the timings, so the doc records it.
+	start_load=$(cut -d' ' -f1-3 /proc/loadavg)
 	[[ $EUID -eq 0 ]] || die "run as root: the private Dovecot must switch to its mail user"
 
 	install_packages
