@@ -348,7 +348,7 @@ describe_mbsync_writes() {
 	if cmp -s "$work/near.before" "$work/near.after"; then
 		mbsync_writes="mbsync left its copy of the master tree unchanged."
 	else
-		mbsync_writes="In its copy of the master tree mbsync renamed $renamed message files (adding ,U=<uid>) and created $added .uidvalidity files."
+		mbsync_writes="In its copy of the master tree mbsync renamed $(with_commas "$renamed") message files (adding ,U=<uid>) and created $(with_commas "$added") .uidvalidity files."
 	fi
 }
 
@@ -568,6 +568,7 @@ Notes:
 EOF
 	note_item "${mbsync_writes:-mbsync did not run.} It reads a fresh copy of the master tree in every round, and the script checks after every run of either tool that the master tree itself is unchanged. Its sync state goes to a directory of its own (\`SyncState\`)."
 	note_item "mbsync 1.4.4 rejects the Dovecot certificate for \`Host 127.0.0.1\` although its subjectAltName lists that IP address, so mbsync trusts the server certificate itself (\`CertificateFile\`). mailrepl checks the CA signature and the IP address."
+	note_item "The tools, Dovecot and anything else running share the same cores, and both tools read the master tree from a warm page cache."
 	note_item "The work differs a little: mailrepl also replicates keywords and subscriptions and records every message in its SQLite state, while mbsync 1.4 sends system flags only."
 }
 
