@@ -544,11 +544,11 @@ doc_section() {
 	echo
 	fmt -w 74 <<EOF
 Written by \`bench/init-vs-mbsync.sh\` on $(date -u +%Y-%m-%d); bench/README.md
-describes the method. Both tools copy the same master tree
-($(with_commas "$expected_messages") messages, $(with_commas "$expected_bytes") bytes, $(wc -w <<<"$users") users with
-$folder_count folders in all, laid out by \`scripts/corpus.sh\`) into an emptied private
-Dovecot on 127.0.0.1 over IMAP with STARTTLS, logged in as the Dovecot
-master user on behalf of each user. Each round runs mailrepl (4 workers)
+describes the method. Both tools copy the same master tree into an
+emptied private Dovecot on 127.0.0.1 over IMAP with STARTTLS, logged in
+as the Dovecot master user on behalf of each user. The tree, laid out by
+\`scripts/corpus.sh\`, has $(with_commas "$expected_messages") messages of $(with_commas "$expected_bytes") bytes
+for $(wc -w <<<"$users") users, with $folder_count folders in all. Each round runs mailrepl (4 workers)
 and then $mbsync_how. Before
 each run the replica's mail and the tool's own state are deleted and the
 page cache is written back with \`sync\`. MB/s counts the message files'
@@ -569,7 +569,7 @@ EOF
 	note_item "${mbsync_writes:-mbsync did not run.} It reads a fresh copy of the master tree in every round, and the script checks after every run of either tool that the master tree itself is unchanged. Its sync state goes to a directory of its own (\`SyncState\`)."
 	note_item "mbsync 1.4.4 rejects the Dovecot certificate for \`Host 127.0.0.1\` although its subjectAltName lists that IP address, so mbsync trusts the server certificate itself (\`CertificateFile\`). mailrepl checks the CA signature and the IP address."
 	note_item "The tools, Dovecot and anything else running share the same cores, and both tools read the master tree from a warm page cache."
-	note_item "The work differs a little: mailrepl also replicates keywords and subscriptions and records every message in its SQLite state, while mbsync 1.4 sends system flags only."
+	note_item "The work differs a little: mailrepl also replicates keywords and subscriptions and records every message in its SQLite state, while mbsync 1.4.4 sends system flags only."
 }
 
 cleanup() {
