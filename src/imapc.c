@@ -668,3 +668,19 @@ imapc_appendlimit(struct imapc *c)
 {
 	return c->appendlimit;
 }
+
+void
+imapc_params_from_config(struct imapc_params *params,
+			 const struct config *cfg, const char *password)
+{
+	*params = (struct imapc_params){
+		.host = cfg->replica_host,
+		.port = cfg->imap_port,
+		.tls = cfg->imap_tls,
+		.ca_file = cfg->tls_ca_file,
+		.fingerprint = cfg->tls_fingerprint,
+		.admin_user = cfg->admin_user,
+		.password = password,
+		.timeout = cfg->imap_timeout,
+	};
+}

@@ -30,6 +30,10 @@ struct imapc_params {
 
 struct imapc;
 
+/* Fill params from the [master] section; password is borrowed. */
+void imapc_params_from_config(struct imapc_params *params,
+			      const struct config *cfg, const char *password);
+
 /* Connect, set up TLS and verify the server certificate (against the CA
  * file or the pin, and the host name) before any credential is sent, then
  * log in as params->admin_user on behalf of user: SASL PLAIN with user as

@@ -1668,3 +1668,50 @@ md_stats_skipped(const struct md_stats *stats)
 	       stats->skipped_empty + stats->skipped_vanished +
 	       stats->skipped_not_file;
 }
+
+static bool
+name_listed(char *const *names, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(names[i], name) == 0)
+			return true;
+	}
+	return false;
+}
+
+int
+md_select_users(const struct config *cfg, char *const *names, size_t nnames,
+		struct md_user **users_r, size_t *count_r, char **error_r)
+{
+	struct md_user *all;
+	size_t nall, kept = 0;
+
+	if (md_list_users(cfg, &all, &nall, error_r) < 0)
+		return -1;
+	for (size_t i = 0; names != NULL && i < nnames; i++) {
+		bool found = false;
+
+		for (size_t j = 0; j < nall && !found; j++)
+			found = strcmp(all[j].name, names[i]) == 0;
+		if (!found) {
+			*error_r = xasprintf("user %s not found under %s "
+					     "(user_path %s); check the name "
+					     "with ls %s",
+					     names[i], cfg->maildir_root,
+					     cfg->user_path, cfg->maildir_root);
+			md_users_free(&all, nall);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < nall; i++) {
+		if (names == NULL || name_listed(names, nnames, all[i].name)) {
+			all[kept++] = all[i];
+		} else {
+			free(all[i].name);
+			free(all[i].path);
+		}
+	}
+	*users_r = all;
+	*count_r = kept;
+	return 0;
+}

@@ -46,6 +46,12 @@ struct md_user {
 int md_list_users(const struct config *cfg, struct md_user **users_r,
 		  size_t *count_r, char **error_r);
 void md_users_free(struct md_user **users, size_t count);
+/* List the users as md_list_users() does, keeping only names[] when
+ * names is not NULL. A name that is not a user on the master is an
+ * error that names it. */
+int md_select_users(const struct config *cfg, char *const *names,
+		    size_t nnames, struct md_user **users_r, size_t *count_r,
+		    char **error_r);
 /* Build the Maildir path of one user from the template. Caller frees. */
 char *md_user_path(const struct config *cfg, const char *user);
 

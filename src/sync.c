@@ -283,54 +283,17 @@ run_phase(struct sync_run *run, struct worker_arg *workers, size_t n,
 	return 0;
 }
 
-static bool
-user_selected(const struct sync_options *opt, const char *name)
-{
-	if (opt->users == NULL)
-		return true;
-	for (size_t i = 0; i < opt->nusers; i++) {
-		if (strcmp(opt->users[i], name) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* Load the users to replicate; every --user must exist on the master. */
 static int
 load_users(struct sync_run *run, char **error_r)
 {
 	const struct sync_options *opt = run->opt;
-	struct md_user *all;
-	size_t nall, kept = 0;
 
-	if (md_list_users(opt->cfg, &all, &nall, error_r) < 0)
+	if (md_select_users(opt->cfg, opt->users, opt->nusers, &run->users,
+			    &run->nusers, error_r) < 0)
 		return -1;
-	for (size_t i = 0; i < opt->nusers; i++) {
-		bool found = false;
-
-		for (size_t j = 0; j < nall && !found; j++)
-			found = strcmp(all[j].name, opt->users[i]) == 0;
-		if (!found) {
-			*error_r = xasprintf(
-				"user %s not found under %s (user_path %s); "
-				"check the name with ls %s",
-				opt->users[i], opt->cfg->maildir_root,
-				opt->cfg->user_path, opt->cfg->maildir_root);
-			md_users_free(&all, nall);
-			return -1;
-		}
-	}
-	for (size_t i = 0; i < nall; i++) {
-		if (user_selected(opt, all[i].name)) {
-			all[kept++] = all[i];
-		} else {
-			free(all[i].name);
-			free(all[i].path);
-		}
-	}
-	run->users = all;
-	run->nusers = kept;
-	run->user_failed = xcalloc(kept ? kept : 1, sizeof(bool));
+	run->user_failed = xcalloc(run->nusers ? run->nusers : 1,
+				   sizeof(bool));
 	return 0;
 }
 
@@ -532,21 +495,6 @@ run_free(struct sync_run *run)
 	pthread_mutex_destroy(&run->lock);
 }
 
-static void
-init_params(struct sync_run *run)
-{
-	const struct config *cfg = run->opt->cfg;
-
-	run->params.host = cfg->replica_host;
-	run->params.port = cfg->imap_port;
-	run->params.tls = cfg->imap_tls;
-	run->params.ca_file = cfg->tls_ca_file;
-	run->params.fingerprint = cfg->tls_fingerprint;
-	run->params.admin_user = cfg->admin_user;
-	run->params.password = run->opt->password;
-	run->params.timeout = cfg->imap_timeout;
-}
-
 int
 sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 	  char **error_r)
@@ -560,7 +508,7 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 
 	*error_r = NULL;
 	pthread_mutex_init(&run.lock, NULL);
-	init_params(&run);
+	imapc_params_from_config(&run.params, opt->cfg, opt->password);
 	lock_fd = sync_lock(opt->cfg->state_dir, error_r);
 	if (lock_fd == -2) {
 		*error_r = xasprintf("another initial replication or the "

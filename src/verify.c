@@ -363,18 +363,6 @@ out:
 	return ret;
 }
 
-static bool
-selected(const struct verify_options *opt, const char *name)
-{
-	if (opt->users == NULL)
-		return true;
-	for (size_t i = 0; i < opt->nusers; i++) {
-		if (strcmp(opt->users[i], name) == 0)
-			return true;
-	}
-	return false;
-}
-
 int
 verify_run(const struct verify_options *opt, FILE *out,
 	   struct verify_counts *counts_r, char **error_r)
@@ -387,32 +375,11 @@ verify_run(const struct verify_options *opt, FILE *out,
 	int ret = -1;
 
 	memset(counts_r, 0, sizeof(*counts_r));
-	v.params = (struct imapc_params){
-		.host = cfg->replica_host,
-		.port = cfg->imap_port,
-		.tls = cfg->imap_tls,
-		.ca_file = cfg->tls_ca_file,
-		.fingerprint = cfg->tls_fingerprint,
-		.admin_user = cfg->admin_user,
-		.password = opt->password,
-		.timeout = cfg->imap_timeout,
-	};
-	if (md_list_users(cfg, &users, &n, error_r) < 0)
+	imapc_params_from_config(&v.params, cfg, opt->password);
+	if (md_select_users(cfg, opt->users, opt->nusers, &users, &n,
+			    error_r) < 0)
 		return -1;
-	for (size_t k = 0; k < opt->nusers; k++) {
-		bool found = false;
-
-		for (size_t i = 0; i < n && !found; i++)
-			found = strcmp(users[i].name, opt->users[k]) == 0;
-		if (!found) {
-			*error_r = xasprintf("user %s not found under %s",
-					     opt->users[k], cfg->maildir_root);
-			goto out;
-		}
-	}
 	for (size_t i = 0; i < n; i++) {
-		if (!selected(opt, users[i].name))
-			continue;
 		counts_r->users++;
 		mrerr_clear(&err);
 		if (verify_user(&v, &users[i], &err) < 0) {
