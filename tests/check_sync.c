@@ -524,7 +524,7 @@ START_TEST(edge_case_content)
 	put_file(e, "", "tmp", "1700000003.M3P9.host", "Subject: t\n\nx\n",
 		 14, 1700000003);
 	/* Copied: no info part, an unmapped keyword letter, two identical
-	 * files, no Message-ID, CRLF and bare CR line ends, a NUL byte,
+	 * files, two without Message-ID that share From and Subject, CRLF and bare CR line ends, a NUL byte,
 	 * Latin-1 header bytes, a 20,000-character line, and an mtime that
 	 * is not plausible. */
 	put_file(e, "", "cur", "1700000001.M1P1.host", "Subject: a\n\nx\n", 14,
@@ -535,6 +535,10 @@ START_TEST(edge_case_content)
 		 1700000005);
 	put_file(e, "", "cur", "1700000006.M6P1.host:2,S", same, strlen(same),
 		 1700000006);
+	/* Same From and Subject, no Message-ID, other body: another message. */
+	put_file(e, "", "cur", "1700000013.M13P1.host:2,S",
+		 "From: a@example.org\nSubject: same\n\nother\n", 38,
+		 1700000013);
 	put_file(e, "", "cur", "1700000007.M7P1.host:2,",
 		 "Subject: crlf\r\n\r\nx\r\n", 20, 1700000007);
 	put_file(e, "", "cur", "1700000008.M8P1.host:2,",
@@ -554,9 +558,9 @@ START_TEST(edge_case_content)
 	code = run_init(e, false, &counts, &error);
 	ck_assert_msg(code == SYNC_EXIT_PARTIAL, "exit %d: %s", code, error);
 	ck_assert_uint_eq(counts.skipped, 2);
-	ck_assert_uint_eq(counts.uploaded, 10);
+	ck_assert_uint_eq(counts.uploaded, 11);
 	ck_assert_uint_eq(counts.rejected, 0);
-	ck_assert_uint_eq(replica_count(e, "INBOX"), 10);
+	ck_assert_uint_eq(replica_count(e, "INBOX"), 11);
 	assert_identical(e);
 	free(error);
 	env_free(e);
