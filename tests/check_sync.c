@@ -513,6 +513,7 @@ START_TEST(edge_case_content)
 	struct sync_counts counts;
 	char big[20100], nul[] = "Subject: nul\n\nbefore\0after\n";
 	const char *same = "From: a@example.org\nSubject: same\n\nsame\n";
+	const char *other = "From: a@example.org\nSubject: same\n\nother\n";
 	char *error = NULL;
 	int code;
 
@@ -536,9 +537,8 @@ START_TEST(edge_case_content)
 	put_file(e, "", "cur", "1700000006.M6P1.host:2,S", same, strlen(same),
 		 1700000006);
 	/* Same From and Subject, no Message-ID, other body: another message. */
-	put_file(e, "", "cur", "1700000013.M13P1.host:2,S",
-		 "From: a@example.org\nSubject: same\n\nother\n", 38,
-		 1700000013);
+	put_file(e, "", "cur", "1700000013.M13P1.host:2,S", other,
+		 strlen(other), 1700000013);
 	put_file(e, "", "cur", "1700000007.M7P1.host:2,",
 		 "Subject: crlf\r\n\r\nx\r\n", 20, 1700000007);
 	put_file(e, "", "cur", "1700000008.M8P1.host:2,",
