@@ -173,8 +173,18 @@ fail_login(struct imapc *c, const char *command, const char *text,
 				 "%s on %s failed for now: %s", command,
 				 c->host, shown);
 	}
+	/* The administrator's own credentials were accepted, but it may not
+	 * act for this user: with a master-user passdb that means the user
+	 * does not exist on the replica. That fails one user, not the run. */
+	if (strcasecmp(code, "AUTHORIZATIONFAILED") == 0)
+		return mrerr_set(err, MRERR_USER, MRERR_RETRY_NEVER,
+				 "%s on %s was rejected (%s); user %s does not "
+				 "exist on the replica, or the administrator "
+				 "may not act for it: create the user there "
+				 "first",
+				 command, c->host, shown, c->user);
 	return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
-			 "%s on %s was rejected: %s; check [master] "
+			 "%s on %s was rejected (%s); check [master] "
 			 "admin_user and the password file, and that user %s "
 			 "exists on the replica",
 			 command, c->host, shown[0] ? shown : "(no response)",

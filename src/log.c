@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <syslog.h>
 #include <time.h>
@@ -69,6 +70,20 @@ open_file(const char *path, char **error_r)
 {
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 
+	/* A fresh install has no /var/log/mailrepl yet: create that one
+	 * directory level, as the state directory is created. */
+	if (fd < 0 && errno == ENOENT) {
+		char *dir = xstrdup(path), *slash = strrchr(dir, '/');
+
+		if (slash != NULL && slash != dir) {
+			*slash = '\0';
+			if (mkdir(dir, 0750) == 0)
+				fd = open(path, O_WRONLY | O_APPEND | O_CREAT |
+						      O_CLOEXEC,
+					  0640);
+		}
+		free(dir);
+	}
 	if (fd < 0)
 		*error_r = xasprintf("cannot open log file %s: %s", path,
 				     strerror(errno));

@@ -58,8 +58,30 @@ usage(FILE *out)
 		"verify [--user U]...\n"
 		"  exit codes: 0 identical, 1 differences found, 3 error\n"
 		"\n"
-		"log [-f] [-n LINES]\n",
+		"status\n"
+		"  exit codes (monitoring-plugin style): 0 the last initial\n"
+		"  replication succeeded, 1 it was never run, was\n"
+		"  interrupted or skipped messages, 2 it failed, 3 the\n"
+		"  configuration or state could not be read\n"
+		"\n"
+		"log [-f] [-n LINES]\n"
+		"  -f        keep printing new lines as they are written\n"
+		"  -n LINES  start with the last LINES lines (default 20)\n",
 		CONFIG_DEFAULT_PATH);
+}
+
+static const struct option help_option[] = {
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+/* getopt has printed what is wrong; say where the options are. */
+static int
+usage_error(const char *command)
+{
+	fprintf(stderr, "mailrepl %s: see mailrepl --help for the options\n",
+		command);
+	return EXIT_USAGE;
 }
 
 static int
@@ -117,16 +139,39 @@ confirm(const char *question)
 	return answer[0] == 'y' || answer[0] == 'Y';
 }
 
+static bool
+confirm_reset(const struct cli *cli)
+{
+	char *question, *users = NULL;
+	bool yes;
+
+	for (size_t i = 0; i < cli->nusers; i++) {
+		char *more = xasprintf("%s%s%s", users ? users : "",
+				       users ? ", " : "", cli->users[i]);
+
+		free(users);
+		users = more;
+	}
+	question = xasprintf("Delete every message and folder of %s on the "
+			     "replica %s before copying them again?",
+			     users ? users : "ALL users",
+			     cli->cfg->replica_host);
+	yes = confirm(question);
+	free(question);
+	free(users);
+	return yes;
+}
+
 static void
-print_counts(FILE *out, const struct sync_counts *c, bool dry_run)
+print_counts(FILE *out, const struct sync_counts *c, const char *label)
 {
 	fprintf(out,
 		"%s: %llu users, %llu folders, %llu messages (%.1f MB); "
-		"uploaded %llu, adopted %llu, expunged %llu, flag updates "
-		"%llu, rejected %llu, skipped %llu\n",
-		dry_run ? "dry run" : "init", c->users, c->folders,
-		c->messages, c->bytes / 1e6, c->uploaded, c->adopted,
-		c->expunged, c->flag_updates, c->rejected, c->skipped);
+		"uploaded %llu, adopted %llu, moved %llu, expunged %llu, "
+		"flag updates %llu, rejected %llu, skipped %llu\n",
+		label, c->users, c->folders, c->messages, c->bytes / 1e6,
+		c->uploaded, c->adopted, c->moved, c->expunged,
+		c->flag_updates, c->rejected, c->skipped);
 }
 
 /* Add one --user value of init or verify. */
@@ -172,7 +217,7 @@ cmd_init(struct cli *cli, int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			return EXIT_USAGE;
+			return usage_error("init");
 		}
 	}
 	if (optind < argc) {
@@ -180,8 +225,16 @@ cmd_init(struct cli *cli, int argc, char **argv)
 			argv[optind]);
 		return EXIT_USAGE;
 	}
-	if (load_config(cli) < 0 || !master_ready(cli) || open_log(cli, tty) < 0)
+	if (load_config(cli) < 0 || !master_ready(cli))
 		return SYNC_EXIT_FAILED;
+	if (opt.dry_run) {
+		/* A dry run changes nothing, its log included: the events it
+		 * would write go to the terminal instead. */
+		log_set_stderr(true);
+		log_set_stderr_level(LOG_LVL_INFO);
+	} else if (open_log(cli, tty) < 0) {
+		return SYNC_EXIT_FAILED;
+	}
 
 	if (opt.reset_replica && !yes && !opt.dry_run) {
 		if (!isatty(STDIN_FILENO)) {
@@ -191,9 +244,10 @@ cmd_init(struct cli *cli, int argc, char **argv)
 				"terminal\n", cli->cfg->replica_host);
 			return SYNC_EXIT_FAILED;
 		}
-		if (!confirm("Empty the selected users' mailboxes on the "
-			     "replica first?"))
+		if (!confirm_reset(cli)) {
+			fprintf(stderr, "mailrepl init: nothing was changed\n");
 			return SYNC_EXIT_FAILED;
+		}
 	}
 
 	opt.cfg = cli->cfg;
@@ -209,7 +263,9 @@ cmd_init(struct cli *cli, int argc, char **argv)
 		if (error != NULL)
 			fprintf(stderr, "mailrepl init: %s\n", error);
 		print_counts(code == SYNC_EXIT_OK ? stdout : stderr, &counts,
-			     opt.dry_run);
+			     opt.dry_run		      ? "dry run"
+			     : code == SYNC_EXIT_FAILED ? "init FAILED"
+							: "init");
 		if (code == SYNC_EXIT_PARTIAL)
 			fprintf(stderr, "mailrepl init: some messages were "
 				"not replicated; each is listed in %s "
@@ -240,7 +296,7 @@ cmd_verify(struct cli *cli, int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else {
-			return EXIT_USAGE;
+			return usage_error("verify");
 		}
 	}
 	if (load_config(cli) < 0 || !master_ready(cli) ||
@@ -290,7 +346,14 @@ cmd_status(struct cli *cli, int argc, char **argv)
 	enum store_run_result result;
 	char *error = NULL;
 	bool found = false;
+	int c;
 
+	while ((c = getopt_long(argc, argv, "h", help_option, NULL)) != -1) {
+		if (c != 'h')
+			return usage_error("status");
+		usage(stdout);
+		return 0;
+	}
 	if (load_config(cli) < 0)
 		return 3;
 	printf("mode:            %s\n", cfg_mode_name(cli->cfg->mode));
@@ -390,17 +453,18 @@ cmd_log(struct cli *cli, int argc, char **argv)
 {
 	bool follow_on = false;
 	long lines = 20;
+	char *end;
 	FILE *f;
 	int c;
 
-	while ((c = getopt(argc, argv, "fn:h")) != -1) {
+	while ((c = getopt_long(argc, argv, "fn:h", help_option, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			follow_on = true;
 			break;
 		case 'n':
-			lines = strtol(optarg, NULL, 10);
-			if (lines < 0) {
+			lines = strtol(optarg, &end, 10);
+			if (lines < 0 || end == optarg || *end != '\0') {
 				fprintf(stderr, "mailrepl log: invalid -n %s; "
 					"give a number of lines\n", optarg);
 				return EXIT_USAGE;
@@ -410,7 +474,7 @@ cmd_log(struct cli *cli, int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			return EXIT_USAGE;
+			return usage_error("log");
 		}
 	}
 	if (load_config(cli) < 0)

@@ -71,6 +71,7 @@ sync_connect(struct sync_worker *w, size_t ui, struct mrerr *err)
 		return -1;
 	}
 	w->conn_user = ui;
+	atomic_store(&w->run->connected_once, true);
 	return 0;
 }
 
@@ -166,11 +167,19 @@ attempt(struct sync_worker *w, size_t ui, const struct sync_unit *unit)
 					 : sync_prepare_user(w, ui, &err);
 			if (r == 0)
 				return 0;
+		} else if (err.scope == MRERR_CONNECTION &&
+			   !atomic_load(&w->run->connected_once)) {
+			/* No login has worked yet in this run: the replica is
+			 * down or the port or TLS mode is wrong, and retrying
+			 * user after user would only delay the error. */
+			err.scope = MRERR_CONFIG;
+			break;
 		}
 		if (err.scope != MRERR_CONNECTION)
 			break;
 		sync_disconnect(w);
-		log_retry(user, folder, i + 1, &err);
+		if (i + 1 < UNIT_ATTEMPTS)
+			log_retry(user, folder, i + 1, &err);
 	}
 	if (err.scope == MRERR_NONE)
 		return r;
@@ -294,6 +303,7 @@ load_users(struct sync_run *run, char **error_r)
 		return -1;
 	run->user_failed = xcalloc(run->nusers ? run->nusers : 1,
 				   sizeof(bool));
+	run->dry_reset = xcalloc(run->nusers ? run->nusers : 1, sizeof(bool));
 	return 0;
 }
 
@@ -490,6 +500,7 @@ run_free(struct sync_run *run)
 	free(run->units);
 	md_users_free(&run->users, run->nusers);
 	free(run->user_failed);
+	free(run->dry_reset);
 	free(run->fatal);
 	free(run->first_error);
 	pthread_mutex_destroy(&run->lock);
@@ -540,6 +551,12 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 	run_workers(&run);
 	progress_stop(&display);
 
+	/* A dry run leaves the map as it is, so the second phase sees each
+	 * move it reported as an expunge plus an upload. */
+	if (opt->dry_run) {
+		run.counts.uploaded -= run.counts.moved;
+		run.counts.expunged -= run.counts.moved;
+	}
 	code = result_code(&run, &result);
 	log_run_end(&run, result, monotonic_ms() - started);
 	if (!opt->dry_run)

@@ -117,37 +117,59 @@ compute_wanted_flags(struct folder_ctx *f)
 	}
 }
 
+/* SELECT the folder. In a dry run, a folder not created yet, or one that
+ * the reset would empty, counts as empty and sets *missing_r. */
+static int
+select_folder(struct folder_ctx *f, bool *missing_r, struct mrerr *err)
+{
+	struct sync_worker *w = f->w;
+
+	*missing_r = f->dry_run && w->run->dry_reset[w->conn_user];
+	if (!*missing_r && imapc_select(w->conn, f->rname, &f->st, err) == 0)
+		return 0;
+	if (!*missing_r && (!f->dry_run || err->scope != MRERR_FOLDER))
+		return -1;
+	mrerr_clear(err);
+	f->st = (struct imapc_status){.keywords_allowed = true};
+	*missing_r = true;
+	return 0;
+}
+
+/* Compare the replica's UIDVALIDITY with the stored one; a new one drops
+ * the folder's map, and the re-match rebuilds it. */
+static int
+check_uidvalidity(struct folder_ctx *f, struct mrerr *err)
+{
+	struct sync_worker *w = f->w;
+	uint32_t known;
+
+	if (store_folder_get(w->store, f->user, f->folder, &known) < 0)
+		return store_failed(f, err);
+	if (known == f->st.uidvalidity)
+		return 0;
+	if (known != 0)
+		log_msg_event(f, LOG_LVL_WARN, "uidvalidity_changed", NULL, 0,
+			      "msg",
+			      "replica folder was recreated; re-matching its "
+			      "messages");
+	if (!f->dry_run && store_folder_set(w->store, f->user, f->folder,
+					    f->st.uidvalidity) < 0)
+		return store_failed(f, err);
+	return 0;
+}
+
 static int
 load_state(struct folder_ctx *f, struct mrerr *err)
 {
 	struct sync_worker *w = f->w;
 	struct md_stats stats = {0};
 	char *error = NULL;
-	uint32_t known;
-	bool missing = false;
+	bool missing;
 
-	if (imapc_select(w->conn, f->rname, &f->st, err) < 0) {
-		/* A dry run does not create folders: a missing one is an
-		 * empty one. */
-		if (!f->dry_run || err->scope != MRERR_FOLDER)
-			return -1;
-		mrerr_clear(err);
-		f->st = (struct imapc_status){.keywords_allowed = true};
-		missing = true;
-	}
-	if (store_folder_get(w->store, f->user, f->folder, &known) < 0)
-		return store_failed(f, err);
-	if (known != f->st.uidvalidity) {
-		if (known != 0)
-			log_msg_event(f, LOG_LVL_WARN, "uidvalidity_changed",
-				      NULL, 0, "msg",
-				      "replica folder was recreated; "
-				      "re-matching its messages");
-		if (!f->dry_run &&
-		    store_folder_set(w->store, f->user, f->folder,
-				     f->st.uidvalidity) < 0)
-			return store_failed(f, err);
-	}
+	if (select_folder(f, &missing, err) < 0)
+		return -1;
+	if (!missing && check_uidvalidity(f, err) < 0)
+		return -1;
 
 	if (md_scan_folder(f->mdf, f->user, &f->msgs, &f->n, &stats,
 			   &error) < 0) {
@@ -159,8 +181,9 @@ load_state(struct folder_ctx *f, struct mrerr *err)
 	w->counts.bytes += stats.bytes;
 	w->counts.skipped += md_stats_skipped(&stats);
 
-	if (store_msgs_load(w->store, f->user, f->folder, &f->map,
-			    &f->nmap) < 0)
+	if (!missing &&
+	    (store_msgs_load(w->store, f->user, f->folder, &f->map,
+			     &f->nmap) < 0))
 		return store_failed(f, err);
 	if (!missing && imapc_fetch_all(w->conn, 1, &f->rmsgs, &f->nr, err) < 0)
 		return -1;
@@ -204,6 +227,9 @@ merge_map(struct folder_ctx *f)
 			if (r != SIZE_MAX) {
 				f->claimed[r] = true;
 				add_expunge(f, f->map[j].uid);
+				log_msg_event(f, LOG_LVL_INFO, "expunge",
+					      f->map[j].uniq, f->map[j].uid,
+					      "msg", "deleted on the master");
 			}
 			forget(f, f->map[j].uniq);
 			j++;
@@ -216,6 +242,10 @@ merge_map(struct folder_ctx *f)
 			if (r != SIZE_MAX) {
 				f->claimed[r] = true;
 				add_expunge(f, f->map[j].uid);
+				log_msg_event(f, LOG_LVL_INFO, "expunge",
+					      f->map[j].uniq, f->map[j].uid,
+					      "msg", "INTERNALDATE differs from "
+					      "the master's; uploading again");
 			}
 			forget(f, f->map[j].uniq);
 			f->wanted[f->nwanted++] = i;

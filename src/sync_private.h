@@ -4,6 +4,7 @@
 #define MAILREPL_SYNC_PRIVATE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "imapc.h"
@@ -27,10 +28,12 @@ struct sync_run {
 	struct md_user *users;
 	size_t nusers;
 	struct progress progress;
+	atomic_bool connected_once; /* some login to the replica worked */
 
 	pthread_mutex_t lock;
 	struct sync_counts counts;
 	bool *user_failed;
+	bool *dry_reset; /* dry run: this user's replica counts as emptied */
 	struct sync_unit *units;
 	size_t nunits, next_unit, next_user;
 	char *fatal;	   /* first error that stops the whole run */

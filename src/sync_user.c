@@ -15,6 +15,7 @@
 
 struct user_ctx {
 	struct sync_worker *w;
+	size_t ui;
 	const char *user;
 	const char *user_path;
 	bool dry_run;
@@ -122,6 +123,18 @@ out:
 	return ret;
 }
 
+/* Count what a reset would expunge from mailbox (for a dry run). */
+static int
+count_messages(struct user_ctx *u, const char *name, struct mrerr *err)
+{
+	struct imapc_status st;
+
+	if (imapc_select(u->w->conn, name, &st, err) < 0)
+		return -1;
+	u->w->counts.expunged += st.exists;
+	return 0;
+}
+
 /* Empty the user's mailboxes on the replica (--reset-replica): every
  * folder but INBOX is deleted, children first, and INBOX is expunged. */
 static int
@@ -133,14 +146,25 @@ reset_user(struct user_ctx *u, struct mrerr *err)
 		const char *name = u->rlist[i].name;
 
 		/* A \Noselect parent goes away with its last child. */
-		if (u->dry_run || u->rlist[i].noselect)
+		if (u->rlist[i].noselect)
 			continue;
+		if (u->dry_run) {
+			if (count_messages(u, name, err) < 0)
+				return -1;
+			continue;
+		}
 		if (strcasecmp(name, "INBOX") == 0) {
 			if (expunge_all(u, name, err) < 0)
 				return -1;
-		} else if (imapc_delete(u->w->conn, name, err) < 0) {
+		} else if (count_messages(u, name, err) < 0 ||
+			   imapc_delete(u->w->conn, name, err) < 0) {
 			return -1;
 		}
+	}
+	if (u->dry_run) {
+		pthread_mutex_lock(&u->w->run->lock);
+		u->w->run->dry_reset[u->ui] = true;
+		pthread_mutex_unlock(&u->w->run->lock);
 	}
 	if (!u->dry_run && store_user_forget(u->w->store, u->user) < 0)
 		return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
@@ -598,6 +622,7 @@ sync_prepare_user(struct sync_worker *w, size_t ui, struct mrerr *err)
 	const struct sync_options *opt = w->run->opt;
 	struct user_ctx u = {
 		.w = w,
+		.ui = ui,
 		.user = w->run->users[ui].name,
 		.user_path = w->run->users[ui].path,
 		.dry_run = opt->dry_run,

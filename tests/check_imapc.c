@@ -488,7 +488,7 @@ START_TEST(wrong_password_is_config_error)
 	ck_assert_int_eq(err.scope, MRERR_CONFIG);
 	ck_assert_int_eq(err.retry, MRERR_RETRY_NEVER);
 	ck_assert_msg(strstr(err.text, "login as alice*repladmin on 127.0.0.1 "
-				       "was rejected: [AUTHENTICATIONFAILED]"),
+				       "was rejected ([AUTHENTICATIONFAILED]"),
 		      "%s", err.text);
 	ck_assert_msg(strstr(err.text, "[master] admin_user"), "%s", err.text);
 	ck_assert_msg(strstr(err.text, "wrong-secret-4711") == NULL, "%s",
@@ -504,9 +504,13 @@ START_TEST(unknown_user_is_rejected)
 
 	c = imapc_connect(&p, "nosuchuser", &err);
 	ck_assert_ptr_null(c);
-	ck_assert_int_eq(err.scope, MRERR_CONFIG);
-	ck_assert_msg(strstr(err.text, "user nosuchuser exists"), "%s",
+	/* Only this user fails: the credentials themselves were good. */
+	ck_assert_int_eq(err.scope, MRERR_USER);
+	ck_assert_msg(strstr(err.text, "[AUTHORIZATIONFAILED]"), "%s",
 		      err.text);
+	ck_assert_msg(strstr(err.text, "user nosuchuser does not exist on "
+				       "the replica"),
+		      "%s", err.text);
 }
 END_TEST
 
@@ -935,8 +939,8 @@ START_TEST(fake_login_rejected)
 	ck_assert_int_eq(err.scope, MRERR_CONFIG);
 	ck_assert_int_eq(err.retry, MRERR_RETRY_NEVER);
 	ck_assert_str_eq(err.text,
-			 "login as alice*repladmin on 127.0.0.1 was rejected: "
-			 "[AUTHENTICATIONFAILED] Authentication failed.; "
+			 "login as alice*repladmin on 127.0.0.1 was rejected "
+			 "([AUTHENTICATIONFAILED] Authentication failed.); "
 			 "check [master] admin_user and the password file, "
 			 "and that user alice exists on the replica");
 	transcript = fakeimap_stop(&server);

@@ -54,20 +54,24 @@ static void
 env_write_config(struct env *e, const char *extra)
 {
 	char *pw = xasprintf("%s/admin.pw", e->dir);
-	char *text, *error = NULL;
+	char *text, *error = NULL, port[32] = "";
 
 	tu_write_file(pw, dovecot->admin_password,
 		      strlen(dovecot->admin_password), 0600);
+
+	/* extra may set its own imap_port; the file must not name it twice. */
+	if (extra == NULL || strstr(extra, "imap_port") == NULL)
+		snprintf(port, sizeof(port), "imap_port = %u\n",
+			 dovecot->imap_port);
 	text = xasprintf("[general]\nmode = master\nstate_dir = %s/state\n"
 			 "log_file = %s/mailrepl.log\n"
 			 "[maildir]\nroot = %s/mail\n"
 			 "[master]\nreplica_host = 127.0.0.1\n"
-			 "imap_port = %u\nimap_tls = starttls\n"
+			 "%simap_tls = starttls\n"
 			 "tls_ca_file = %s\nadmin_user = %s\n"
 			 "admin_password_file = %s\nworkers = 2\n"
 			 "batch_messages = 7\n%s",
-			 e->dir, e->dir, e->dir, dovecot->imap_port,
-			 dovecot->ca_file, dovecot->admin, pw,
+			 e->dir, e->dir, e->dir, port, dovecot->ca_file, dovecot->admin, pw,
 			 extra != NULL ? extra : "");
 	tu_write_file(e->conf, text, strlen(text), 0600);
 	config_free(&e->cfg);
@@ -787,6 +791,63 @@ START_TEST(moved_message_uses_uid_move)
 }
 END_TEST
 
+START_TEST(missing_replica_user_fails_alone)
+{
+	struct env *e = env_new("t19");
+	struct sync_counts counts;
+	struct sync_options opt = {
+		.cfg = e->cfg,
+		.password = e->cfg->admin_password,
+	};
+	char *ghost = xasprintf("%s/mail/ghost/Maildir", e->dir);
+	char *error = NULL;
+	int code;
+
+	/* "ghost" has mail on the master but no account on the replica. */
+	tu_run("mkdir -p '%s/cur' '%s/new' '%s/tmp'", ghost, ghost, ghost);
+	tu_write_file(xasprintf("%s/cur/1500000000.M1P1.g:2,S", ghost),
+		      "Subject: g\n\nx\n", 14, 0644);
+	put_message(e, "", "S", "replicated anyway");
+
+	code = sync_init(&opt, &counts, &error);
+	ck_assert_int_eq(code, SYNC_EXIT_FAILED);
+	ck_assert_uint_eq(counts.user_errors, 1);
+	ck_assert_uint_eq(counts.uploaded, 1);
+	ck_assert_msg(strstr(error, "ghost") != NULL, "error: %s", error);
+	ck_assert_uint_eq(replica_count(e, "INBOX"), 1);
+	free(error);
+	free(ghost);
+	env_free(e);
+}
+END_TEST
+
+START_TEST(unreachable_replica_fails_at_once)
+{
+	struct env *e = env_new("t20");
+	struct sync_counts counts;
+	char *logpath = xasprintf("%s/mailrepl.log", e->dir), *log;
+	char *error = NULL;
+	int code;
+
+	put_message(e, "", "S", "never sent");
+	/* Nothing listens on port 1 of 127.0.0.1. */
+	env_write_config(e, "imap_port = 1\n");
+	ck_assert_int_eq(log_open(logpath, false, "test", &error), 0);
+	code = run_init(e, false, &counts, &error);
+	log_close();
+	ck_assert_int_eq(code, SYNC_EXIT_FAILED);
+	ck_assert_msg(strstr(error, "127.0.0.1") != NULL, "error: %s", error);
+	log = tu_read_file(logpath, NULL);
+	ck_assert_ptr_nonnull(log);
+	ck_assert_msg(strstr(log, "event=retry") == NULL,
+		      "retried a replica that never answered:\n%s", log);
+	free(log);
+	free(logpath);
+	free(error);
+	env_free(e);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -815,6 +876,8 @@ main(void)
 	tcase_add_test(tc, refused_folder_fails_alone);
 	tcase_add_test(tc, oversized_message_skipped);
 	tcase_add_test(tc, moved_message_uses_uid_move);
+	tcase_add_test(tc, missing_replica_user_fails_alone);
+	tcase_add_test(tc, unreachable_replica_fails_at_once);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
