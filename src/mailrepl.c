@@ -108,10 +108,11 @@ open_log(struct cli *cli, bool tty)
 		free(error);
 		return -1;
 	}
-	/* Without a terminal only errors reach stderr, so that cron stays
-	 * quiet on success; everything is in the log file. */
-	log_set_stderr(true);
-	log_set_stderr_level(tty ? LOG_LVL_WARN : LOG_LVL_ERROR);
+	/* On a terminal, warnings and errors show as they happen. Without
+	 * one (cron), the command prints only its final error and summary,
+	 * and nothing on success; every event is in the log file. */
+	log_set_stderr(tty);
+	log_set_stderr_level(LOG_LVL_WARN);
 	return 0;
 }
 
