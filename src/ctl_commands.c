@@ -465,7 +465,7 @@ init_end(struct ctl_session *s, const struct ctl_request *req)
 					     "finished", NULL};
 	static const char *const strings[] = {"result", NULL};
 	struct json_object *end = json_object_new_object(), *peer;
-	const char *error = parse_fields(req, 2, counts, strings, end);
+	const char *error = parse_fields(req, 1, counts, strings, end);
 	int saved;
 
 	if (error == NULL && !result_valid(ctl_peer_get_str(end, "result")))

@@ -93,7 +93,8 @@ char *
 ctl_session_capabilities(struct ctl_session *s)
 {
 	bool tcp = s->transport == CTL_TRANSPORT_TCP;
-	bool offer_tls = tcp && s->tls == NULL && s->settings->tls_creds;
+	bool offer_tls = tcp && s->tls == NULL && !s->authenticated &&
+			 s->settings->tls_creds != NULL;
 
 	return xasprintf("MAILREPL %d %s%s%s", CTL_PROTO_VERSION,
 			 cfg_mode_name(s->settings->mode),
