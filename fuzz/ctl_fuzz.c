@@ -1,7 +1,7 @@
 /* libFuzzer target for the control protocol. The input is split into
- * lines as the server splits them; each line goes through the parser
- * (with a quoting round trip checked on every argument) and then through
- * the request dispatcher of an in-memory session, with no network. The
+ * lines as the server splits them. Each line goes through the parser,
+ * with a quoting round trip checked on every argument, and then through
+ * the request dispatcher of an in-memory session with no network. The
  * first input byte picks the kind of session. */
 #include <config.h>
 #include "ctl_private.h"

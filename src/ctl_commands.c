@@ -286,6 +286,18 @@ log_bind(struct ctl_session *s, const char *master, const char *old)
 	log_end(line);
 }
 
+static void
+log_bind_rejected(struct ctl_session *s, const char *master,
+		  const char *bound)
+{
+	struct logline *line = log_begin(LOG_LVL_WARN, "ctl_bind_rejected");
+
+	log_str(line, "peer", s->peer);
+	log_str(line, "master", master);
+	log_str(line, "bound", bound);
+	log_end(line);
+}
+
 void
 ctl_cmd_bind(struct ctl_session *s, const struct ctl_request *req)
 {
@@ -311,6 +323,7 @@ ctl_cmd_bind(struct ctl_session *s, const struct ctl_request *req)
 	if (bound != NULL && strcmp(bound, req->argv[0]) != 0 && !takeover) {
 		char *quoted = ctl_proto_quote(bound);
 
+		log_bind_rejected(s, req->argv[0], bound);
 		ctl_session_send(s, "NO [BOUND-ELSEWHERE] bound to master %s; "
 				    "send BIND %s TAKEOVER to rebind",
 				 quoted, req->argv[0]);
@@ -440,7 +453,8 @@ init_begin(struct ctl_session *s, const struct ctl_request *req)
 	json_object_object_add(begin, "started",
 			       json_object_new_int64(time(NULL)));
 	json_object_object_add(peer, "init_begin", begin);
-	/* A new run answers the admin's request for one. */
+	/* A new run fulfils the admin's request for one, so the request is
+	 * cleared. */
 	json_object_object_del(peer, "init_requested");
 	saved = peer_end(s, peer, true);
 	/* TODO: HOLDS-MAIL is always "unknown"; checking would need every

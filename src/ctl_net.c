@@ -218,7 +218,7 @@ ctl_ratelimit_wait(const struct ctl_ratelimit *rl, const char *addr,
 	if (e == NULL)
 		return 0;
 	/* The ring is full when the slot to be overwritten next is used;
-	 * that slot then holds the oldest failure. */
+	 * that slot then contains the oldest failure. */
 	oldest = e->failures[e->next];
 	if (oldest == 0 || now - oldest >= CTL_RATE_WINDOW_S)
 		return 0;

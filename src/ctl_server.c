@@ -122,8 +122,8 @@ ctl_check_password_imap(const struct ctl_settings *settings,
 		return CTL_AUTH_OK;
 	}
 	*detail_r = xstrdup(err.text);
-	/* imapc classifies a rejected login as a configuration error; a
-	 * connection failure says nothing about the password. */
+	/* imapc classifies a rejected login as a configuration error. A
+	 * connection failure does not show whether the password is wrong. */
 	return err.scope == MRERR_CONFIG ? CTL_AUTH_REJECTED
 					 : CTL_AUTH_UNAVAILABLE;
 }

@@ -1062,7 +1062,7 @@ START_TEST(server_bind_init_status)
 		"NO [BOUND-ELSEWHERE] bound to master master-a; send BIND "
 		"master-b TAKEOVER to rebind");
 	request(&d, "BIND master-b TAKEOVER", "OK rebound");
-	/* The first master's connection now holds a stale binding. */
+	/* The first master's connection now has a stale binding. */
 	request(&c, "STATUS pending=1",
 		"NO [BOUND-ELSEWHERE] another master took over this replica");
 	request(&c, "INIT END result=ok",
