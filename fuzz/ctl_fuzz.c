@@ -116,8 +116,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			 kind == 2 ? CTL_TRANSPORT_LOCAL : CTL_TRANSPORT_TCP,
 			 kind == 1 ? "192.0.2.1" : "127.0.0.1", kind != 1);
 	s.write_fn = discard;
-	while (!s.close && ctl_proto_find_line(buf, size, &line_len,
-					       &consumed) == 1) {
+	while (!s.close &&
+	       ctl_proto_find_line(buf, size, &line_len, &consumed) == 1) {
 		parse_only(buf, line_len);
 		ctl_session_handle_line(&s, buf, line_len);
 		buf += consumed;

@@ -63,8 +63,9 @@ ctl_cmd_version(struct ctl_session *s, const struct ctl_request *req)
 	else if (version == CTL_PROTO_VERSION)
 		ctl_session_send(s, "OK using version %d", CTL_PROTO_VERSION);
 	else
-		ctl_session_send(s, "NO [VERSION %d] version %lu is not "
-				    "supported",
+		ctl_session_send(s,
+				 "NO [VERSION %d] version %lu is not "
+				 "supported",
 				 CTL_PROTO_VERSION, version);
 }
 
@@ -116,8 +117,9 @@ auth_allowed(struct ctl_session *s, const struct ctl_request *req)
 	wait = ctl_ratelimit_wait(&s->ctx->rate, s->peer, time(NULL));
 	pthread_mutex_unlock(&s->ctx->lock);
 	if (wait > 0) {
-		ctl_session_send(s, "NO [UNAVAILABLE] too many failed logins, "
-				    "try again in %u s",
+		ctl_session_send(s,
+				 "NO [UNAVAILABLE] too many failed logins, "
+				 "try again in %u s",
 				 wait);
 		return false;
 	}
@@ -182,8 +184,8 @@ ctl_cmd_auth(struct ctl_session *s, const struct ctl_request *req)
 
 	if (!auth_allowed(s, req))
 		return;
-	if (ctl_proto_decode_plain(req->argv[1], &authzid, &authcid,
-				   &password, &error) < 0) {
+	if (ctl_proto_decode_plain(req->argv[1], &authzid, &authcid, &password,
+				   &error) < 0) {
 		ctl_session_send(s, "BAD %s", error);
 		return;
 	}
@@ -268,8 +270,9 @@ require_replica(struct ctl_session *s, const struct ctl_request *req)
 {
 	if (s->settings->mode == CFG_MODE_REPLICA)
 		return true;
-	ctl_session_send(s, "NO [MODE] %s needs replica mode; this agent is "
-			    "in %s mode",
+	ctl_session_send(s,
+			 "NO [MODE] %s needs replica mode; this agent is "
+			 "in %s mode",
 			 req->word, cfg_mode_name(s->settings->mode));
 	return false;
 }
@@ -287,8 +290,7 @@ log_bind(struct ctl_session *s, const char *master, const char *old)
 }
 
 static void
-log_bind_rejected(struct ctl_session *s, const char *master,
-		  const char *bound)
+log_bind_rejected(struct ctl_session *s, const char *master, const char *bound)
 {
 	struct logline *line = log_begin(LOG_LVL_WARN, "ctl_bind_rejected");
 
@@ -301,8 +303,8 @@ log_bind_rejected(struct ctl_session *s, const char *master,
 void
 ctl_cmd_bind(struct ctl_session *s, const struct ctl_request *req)
 {
-	bool takeover = req->argc == 2 &&
-			strcasecmp(req->argv[1], "TAKEOVER") == 0;
+	bool takeover =
+		req->argc == 2 && strcasecmp(req->argv[1], "TAKEOVER") == 0;
 	struct json_object *peer;
 	const char *bound;
 	char *old;
@@ -324,8 +326,9 @@ ctl_cmd_bind(struct ctl_session *s, const struct ctl_request *req)
 		char *quoted = ctl_proto_quote(bound);
 
 		log_bind_rejected(s, req->argv[0], bound);
-		ctl_session_send(s, "NO [BOUND-ELSEWHERE] bound to master %s; "
-				    "send BIND %s TAKEOVER to rebind",
+		ctl_session_send(s,
+				 "NO [BOUND-ELSEWHERE] bound to master %s; "
+				 "send BIND %s TAKEOVER to rebind",
 				 quoted, req->argv[0]);
 		free(quoted);
 		peer_end(s, peer, false);
@@ -419,7 +422,8 @@ parse_fields(const struct ctl_request *req, size_t first,
 		for (size_t k = 0; strings[k] != NULL; k++)
 			if (strcmp(key, strings[k]) == 0)
 				json_object_object_add(
-					obj, key, json_object_new_string(value));
+					obj, key,
+					json_object_new_string(value));
 		free(key);
 	}
 	return NULL;
@@ -534,8 +538,9 @@ init_request(struct ctl_session *s, const struct ctl_request *req)
 	if (saved == 0)
 		log_msg(LOG_LVL_INFO, "ctl_init_request",
 			"new initial replication requested from the master");
-	reply_saved(s, saved, "INIT REQUEST recorded; the master sees it in "
-			      "its next STATUS");
+	reply_saved(s, saved,
+		    "INIT REQUEST recorded; the master sees it in "
+		    "its next STATUS");
 }
 
 void

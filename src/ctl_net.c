@@ -125,8 +125,7 @@ addr_as_v6(const struct sockaddr *sa, unsigned char out[16])
 }
 
 static bool
-prefix_matches(const unsigned char *a, const unsigned char *b,
-	       unsigned prefix)
+prefix_matches(const unsigned char *a, const unsigned char *b, unsigned prefix)
 {
 	unsigned bytes = prefix / 8, bits = prefix % 8;
 	unsigned char mask;
@@ -209,8 +208,7 @@ rate_find(const struct ctl_ratelimit *rl, const char *addr)
 }
 
 unsigned
-ctl_ratelimit_wait(const struct ctl_ratelimit *rl, const char *addr,
-		   time_t now)
+ctl_ratelimit_wait(const struct ctl_ratelimit *rl, const char *addr, time_t now)
 {
 	const struct ctl_rate_entry *e = rate_find(rl, addr);
 	time_t oldest;

@@ -58,8 +58,7 @@ struct ctl_ratelimit {
 /* Seconds addr must still wait at time now, 0 when it may try. */
 unsigned ctl_ratelimit_wait(const struct ctl_ratelimit *rl, const char *addr,
 			    time_t now);
-void ctl_ratelimit_fail(struct ctl_ratelimit *rl, const char *addr,
-			time_t now);
+void ctl_ratelimit_fail(struct ctl_ratelimit *rl, const char *addr, time_t now);
 /* Forget addr's failures after a successful login. */
 void ctl_ratelimit_clear(struct ctl_ratelimit *rl, const char *addr);
 

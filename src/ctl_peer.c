@@ -12,8 +12,7 @@
 #include <unistd.h>
 
 int
-ctl_peer_load(const char *state_dir, struct json_object **obj_r,
-	      char **error_r)
+ctl_peer_load(const char *state_dir, struct json_object **obj_r, char **error_r)
 {
 	char *path = xasprintf("%s/%s", state_dir, CTL_PEER_FILE);
 	struct json_object *obj = NULL;

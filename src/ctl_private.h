@@ -71,26 +71,25 @@ struct ctl_session {
 	gnutls_session_t tls; /* NULL until STARTTLS */
 	bool loopback;
 	bool authenticated;
-	bool close;	    /* set by a handler: close after this line */
-	bool start_tls;	    /* set by STARTTLS: handshake after the reply */
-	char peer[64];	    /* address text for logs and the rate limit */
-	char *master_id;    /* bound by BIND on this connection */
+	bool close;      /* set by a handler: close after this line */
+	bool start_tls;  /* set by STARTTLS: handshake after the reply */
+	char peer[64];   /* address text for logs and the rate limit */
+	char *master_id; /* bound by BIND on this connection */
 	/* Output sink; NULL writes to fd (or the TLS session). */
 	int (*write_fn)(struct ctl_session *s, const char *data, size_t len);
 	char in[CTL_LINE_MAX];
 	size_t in_len;
 };
 
-struct ctl_settings *ctl_settings_new(const struct config *cfg,
-				      char **error_r);
+struct ctl_settings *ctl_settings_new(const struct config *cfg, char **error_r);
 /* Drop a reference; the last one frees. The caller holds ctx->lock
  * unless the settings were never shared. */
 void ctl_settings_unref(struct ctl_settings **settings);
 
 /* The check that logs in to the replica's own IMAP server with imapc. */
-enum ctl_auth_result ctl_check_password_imap(
-	const struct ctl_settings *settings, const char *password,
-	char **detail_r);
+enum ctl_auth_result
+ctl_check_password_imap(const struct ctl_settings *settings,
+			const char *password, char **detail_r);
 
 /* Set up s for a connection on fd; takes a settings reference. */
 void ctl_session_init(struct ctl_session *s, struct ctl_ctx *ctx, int fd,

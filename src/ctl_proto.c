@@ -12,11 +12,11 @@
 #define PLAIN_FIELD_MAX 255
 
 static const char *const cmd_names[] = {
-	[CTL_CMD_UNKNOWN] = "",		[CTL_CMD_CAPA] = "CAPA",
+	[CTL_CMD_UNKNOWN] = "",          [CTL_CMD_CAPA] = "CAPA",
 	[CTL_CMD_STARTTLS] = "STARTTLS", [CTL_CMD_AUTH] = "AUTH",
-	[CTL_CMD_VERSION] = "VERSION",	[CTL_CMD_MODE] = "MODE",
-	[CTL_CMD_BIND] = "BIND",	[CTL_CMD_INIT] = "INIT",
-	[CTL_CMD_STATUS] = "STATUS",	[CTL_CMD_QUIT] = "QUIT",
+	[CTL_CMD_VERSION] = "VERSION",   [CTL_CMD_MODE] = "MODE",
+	[CTL_CMD_BIND] = "BIND",         [CTL_CMD_INIT] = "INIT",
+	[CTL_CMD_STATUS] = "STATUS",     [CTL_CMD_QUIT] = "QUIT",
 };
 
 const char *
@@ -284,7 +284,8 @@ split_plain(const unsigned char *data, size_t len, char **authzid_r,
 		return "PLAIN data needs exactly two NUL separators";
 	if (nul2 == nul1 + 1 || nul2 + 1 == end)
 		return "PLAIN user name or password is empty";
-	if (nul1 - data > PLAIN_FIELD_MAX || nul2 - nul1 - 1 > PLAIN_FIELD_MAX ||
+	if (nul1 - data > PLAIN_FIELD_MAX ||
+	    nul2 - nul1 - 1 > PLAIN_FIELD_MAX ||
 	    end - nul2 - 1 > PLAIN_FIELD_MAX)
 		return "PLAIN field longer than 255 bytes";
 	*authzid_r = xstrndup((const char *)data, nul1 - data);
@@ -294,9 +295,8 @@ split_plain(const unsigned char *data, size_t len, char **authzid_r,
 }
 
 int
-ctl_proto_decode_plain(const char *base64, char **authzid_r,
-		       char **authcid_r, char **password_r,
-		       const char **error_r)
+ctl_proto_decode_plain(const char *base64, char **authzid_r, char **authcid_r,
+		       char **password_r, const char **error_r)
 {
 	gnutls_datum_t in, out = {NULL, 0};
 	const char *error = NULL;

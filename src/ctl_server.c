@@ -137,9 +137,9 @@ register_session(struct ctl_ctx *ctx, struct ctl_session *s)
 
 	pthread_mutex_lock(&ctx->lock);
 	if (!ctx->stopping && ctx->session_count < ctx->max_connections) {
-		ctx->sessions = xgrow(ctx->sessions, &ctx->session_cap,
-				      ctx->session_count + 1,
-				      sizeof(*ctx->sessions));
+		ctx->sessions =
+			xgrow(ctx->sessions, &ctx->session_cap,
+			      ctx->session_count + 1, sizeof(*ctx->sessions));
 		ctx->sessions[ctx->session_count++] = s;
 		ok = true;
 	}
@@ -360,8 +360,7 @@ make_parent_dirs(const char *path)
 /* Remove a socket file left by an agent that is gone. A socket that
  * still accepts connections belongs to a running agent: keep it. */
 static int
-remove_stale_socket(const char *path, struct sockaddr_un *sun,
-		    char **error_r)
+remove_stale_socket(const char *path, struct sockaddr_un *sun, char **error_r)
 {
 	struct stat st;
 	int fd;
@@ -432,8 +431,10 @@ listener_stop(struct ctl_listener **listener)
 	if (l == NULL)
 		return;
 	if (write(l->stop_pipe[1], "x", 1) < 0)
-		log_msg(LOG_LVL_ERROR, "ctl_stop", "cannot wake the accept "
-			"thread: %s", strerror(errno));
+		log_msg(LOG_LVL_ERROR, "ctl_stop",
+			"cannot wake the accept "
+			"thread: %s",
+			strerror(errno));
 	pthread_join(l->thread, NULL);
 	close(l->fd);
 	close(l->stop_pipe[0]);
@@ -477,8 +478,7 @@ listener_start(struct ctl_server *server, enum ctl_transport transport,
  * again, so the server keeps listening where it did. */
 static int
 listener_update(struct ctl_server *server, struct ctl_listener **current,
-		enum ctl_transport transport, const char *spec,
-		char **error_r)
+		enum ctl_transport transport, const char *spec, char **error_r)
 {
 	char *old_spec;
 	char *ignored = NULL;
@@ -493,8 +493,8 @@ listener_update(struct ctl_server *server, struct ctl_listener **current,
 	if (spec != NULL)
 		*current = listener_start(server, transport, spec, error_r);
 	if (spec != NULL && *current == NULL && old_spec != NULL) {
-		*current = listener_start(server, transport, old_spec,
-					  &ignored);
+		*current =
+			listener_start(server, transport, old_spec, &ignored);
 		free(ignored);
 	}
 	free(old_spec);
@@ -554,7 +554,8 @@ ctl_server_reload(struct ctl_server *server, const struct config *cfg,
 	ctl_settings_unref(&ctx->settings);
 	ctx->settings = settings;
 	pthread_mutex_unlock(&ctx->lock);
-	log_msg(LOG_LVL_INFO, "ctl_reload", "control server settings "
+	log_msg(LOG_LVL_INFO, "ctl_reload",
+		"control server settings "
 		"reloaded");
 	return 0;
 }

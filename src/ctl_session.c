@@ -161,8 +161,7 @@ ctl_session_handle_line(struct ctl_session *s, const char *line, size_t len)
 	}
 	if (!s->authenticated && !allowed_before_auth(req.cmd) &&
 	    req.cmd != CTL_CMD_UNKNOWN)
-		ctl_session_send(s, "NO [AUTH] %s needs AUTH first",
-				 req.word);
+		ctl_session_send(s, "NO [AUTH] %s needs AUTH first", req.word);
 	else
 		dispatch(s, &req);
 	ctl_request_clear(&req);
@@ -290,8 +289,9 @@ ctl_session_run(struct ctl_session *s)
 	while (reason == NULL) {
 		n = read_more(s);
 		if (n == -2) {
-			ctl_session_send(s, "NO [TIMEOUT] idle for %u s, "
-					    "closing",
+			ctl_session_send(s,
+					 "NO [TIMEOUT] idle for %u s, "
+					 "closing",
 					 s->ctx->idle_timeout_s);
 			reason = "idle_timeout";
 		} else if (n == 0) {

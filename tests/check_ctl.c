@@ -43,18 +43,48 @@ static const struct parse_case parse_cases[] = {
 	{"capa", 0, 0, CTL_CMD_CAPA, 0, {NULL}, NULL},
 	{"StartTLS", 0, 0, CTL_CMD_STARTTLS, 0, {NULL}, NULL},
 	{"BIND m1", 0, 0, CTL_CMD_BIND, 1, {"m1"}, NULL},
-	{"BIND  m1   TAKEOVER ", 0, 0, CTL_CMD_BIND, 2, {"m1", "TAKEOVER"},
+	{"BIND  m1   TAKEOVER ",
+	 0,
+	 0,
+	 CTL_CMD_BIND,
+	 2,
+	 {"m1", "TAKEOVER"},
 	 NULL},
-	{"AUTH PLAIN AHJlcGxhZG1pbgBhZG1pbnB3", 0, 0, CTL_CMD_AUTH, 2,
-	 {"PLAIN", "AHJlcGxhZG1pbgBhZG1pbnB3"}, NULL},
-	{"AUTH PLAIN dGVzdA==", 0, 0, CTL_CMD_AUTH, 2, {"PLAIN", "dGVzdA=="},
+	{"AUTH PLAIN AHJlcGxhZG1pbgBhZG1pbnB3",
+	 0,
+	 0,
+	 CTL_CMD_AUTH,
+	 2,
+	 {"PLAIN", "AHJlcGxhZG1pbgBhZG1pbnB3"},
 	 NULL},
-	{"STATUS last_error=\"disk full\" pending=3", 0, 0, CTL_CMD_STATUS, 2,
-	 {"last_error=disk full", "pending=3"}, NULL},
-	{"STATUS last_error=\"a \\\"q\\\" \\\\ b\"", 0, 0, CTL_CMD_STATUS, 1,
-	 {"last_error=a \"q\" \\ b"}, NULL},
+	{"AUTH PLAIN dGVzdA==",
+	 0,
+	 0,
+	 CTL_CMD_AUTH,
+	 2,
+	 {"PLAIN", "dGVzdA=="},
+	 NULL},
+	{"STATUS last_error=\"disk full\" pending=3",
+	 0,
+	 0,
+	 CTL_CMD_STATUS,
+	 2,
+	 {"last_error=disk full", "pending=3"},
+	 NULL},
+	{"STATUS last_error=\"a \\\"q\\\" \\\\ b\"",
+	 0,
+	 0,
+	 CTL_CMD_STATUS,
+	 1,
+	 {"last_error=a \"q\" \\ b"},
+	 NULL},
 	{"STATUS \"\"", 0, 0, CTL_CMD_STATUS, 1, {""}, NULL},
-	{"STATUS \"caf\xc3\xa9\"", 0, 0, CTL_CMD_STATUS, 1, {"caf\xc3\xa9"},
+	{"STATUS \"caf\xc3\xa9\"",
+	 0,
+	 0,
+	 CTL_CMD_STATUS,
+	 1,
+	 {"caf\xc3\xa9"},
 	 NULL},
 	{"FROB x", 0, 0, CTL_CMD_UNKNOWN, 1, {"x"}, NULL},
 	{"", 0, -1, 0, 0, {NULL}, "empty command"},
@@ -73,8 +103,13 @@ static const struct parse_case parse_cases[] = {
 	{"STATUS \xc3", 0, -1, 0, 0, {NULL}, "invalid UTF-8"},
 	{"STATUS \xc0\xaf", 0, -1, 0, 0, {NULL}, "invalid UTF-8"},
 	{"STATUS \xed\xa0\x80", 0, -1, 0, 0, {NULL}, "invalid UTF-8"},
-	{"STATUS 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17", 0, -1, 0, 0,
-	 {NULL}, "too many arguments"},
+	{"STATUS 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17",
+	 0,
+	 -1,
+	 0,
+	 0,
+	 {NULL},
+	 "too many arguments"},
 };
 
 START_TEST(parse_table)
@@ -121,9 +156,9 @@ START_TEST(find_line_cases)
 	memset(big, 'A', sizeof(big));
 	big[CTL_LINE_MAX - 2] = '\r';
 	big[CTL_LINE_MAX - 1] = '\n';
-	ck_assert_int_eq(ctl_proto_find_line(big, CTL_LINE_MAX, &line_len,
-					     &consumed),
-			 1);
+	ck_assert_int_eq(
+		ctl_proto_find_line(big, CTL_LINE_MAX, &line_len, &consumed),
+		1);
 	ck_assert_uint_eq(line_len, CTL_LINE_MAX - 2);
 	big[CTL_LINE_MAX - 1] = 'A';
 	big[CTL_LINE_MAX] = '\n';
@@ -152,10 +187,10 @@ static const struct plain_case plain_cases[] = {
 	{"!!!!", -1, NULL, NULL, NULL},
 	{"AHJlcGxhZG1pbgBhZG1pbnB", -1, NULL, NULL, NULL}, /* length */
 	{"AHJl cGxh", -1, NULL, NULL, NULL},
-	{"dGVzdA==", -1, NULL, NULL, NULL},	/* "test": no NUL */
-	{"AHVzZXI=", -1, NULL, NULL, NULL},	/* "\0user": one NUL */
-	{"AAA=", -1, NULL, NULL, NULL},		/* "\0\0": empty */
-	{"AHUAcAB4", -1, NULL, NULL, NULL},	/* "\0u\0p\0x": three NULs */
+	{"dGVzdA==", -1, NULL, NULL, NULL}, /* "test": no NUL */
+	{"AHVzZXI=", -1, NULL, NULL, NULL}, /* "\0user": one NUL */
+	{"AAA=", -1, NULL, NULL, NULL},     /* "\0\0": empty */
+	{"AHUAcAB4", -1, NULL, NULL, NULL}, /* "\0u\0p\0x": three NULs */
 	{"=AAA", -1, NULL, NULL, NULL},
 };
 
@@ -240,8 +275,9 @@ START_TEST(kv_and_master_id)
 	ck_assert(ctl_proto_master_id_valid("mail1.example.org:2005"));
 	ck_assert(!ctl_proto_master_id_valid(""));
 	ck_assert(!ctl_proto_master_id_valid("a b"));
-	ck_assert(!ctl_proto_master_id_valid(
-		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+	ck_assert(
+		!ctl_proto_master_id_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+					   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
 }
 END_TEST
 
@@ -313,9 +349,9 @@ END_TEST
 
 START_TEST(networks_invalid)
 {
-	static const char *const bad[] = {"10.0.0.0", "10.0.0.0/33",
-					  "::1/129", "10.0.0.0/8,", "x/8",
-					  "10.0.0.0/-1", "10.0.0.0/8x"};
+	static const char *const bad[] = {
+		"10.0.0.0", "10.0.0.0/33", "::1/129",    "10.0.0.0/8,",
+		"x/8",      "10.0.0.0/-1", "10.0.0.0/8x"};
 	struct ctl_network *nets;
 	size_t count;
 
@@ -358,14 +394,15 @@ START_TEST(split_listen_cases)
 		{"replica.example.org:12", "replica.example.org", "12"},
 		{"[fe80::1]:1", "fe80::1", "1"},
 	};
-	static const char *const bad[] = {"2005", ":2005", "[::]2005", "::1:2005",
-					  "host:", "host:x1", "[]:1"};
+	static const char *const bad[] = {"2005",     ":2005", "[::]2005",
+					  "::1:2005", "host:", "host:x1",
+					  "[]:1"};
 	char *host, *port, *error;
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		ck_assert_int_eq(ctl_net_split_listen(good[i][0], &host, &port,
-						      &error),
-				 0);
+		ck_assert_int_eq(
+			ctl_net_split_listen(good[i][0], &host, &port, &error),
+			0);
 		ck_assert_str_eq(host, good[i][1]);
 		ck_assert_str_eq(port, good[i][2]);
 		free(host);
@@ -395,8 +432,7 @@ START_TEST(ratelimit_window)
 			  CTL_RATE_WINDOW_S - 4);
 	ck_assert_uint_eq(ctl_ratelimit_wait(&rl, "192.0.2.2", t + 4), 0);
 	ck_assert_uint_eq(
-		ctl_ratelimit_wait(&rl, "192.0.2.1", t + CTL_RATE_WINDOW_S),
-		0);
+		ctl_ratelimit_wait(&rl, "192.0.2.1", t + CTL_RATE_WINDOW_S), 0);
 	ctl_ratelimit_clear(&rl, "192.0.2.1");
 	ck_assert_uint_eq(ctl_ratelimit_wait(&rl, "192.0.2.1", t + 5), 0);
 }
@@ -414,8 +450,7 @@ START_TEST(ratelimit_table_full)
 	}
 	for (int i = 0; i < 5; i++)
 		ctl_ratelimit_fail(&rl, "192.0.2.9", 1700001000);
-	ck_assert_uint_gt(ctl_ratelimit_wait(&rl, "192.0.2.9", 1700001000),
-			  0);
+	ck_assert_uint_gt(ctl_ratelimit_wait(&rl, "192.0.2.9", 1700001000), 0);
 }
 END_TEST
 
@@ -576,7 +611,8 @@ static const struct dialog_step loopback_dialog[] = {
 	{"AUTH PLAIN AHJlcGxhZG1pbgB3cm9uZw==",
 	 "NO [AUTHENTICATIONFAILED] invalid credentials\r\n"},
 	{"AUTH PLAIN AHJlcGxhZG1pbgBhZG1pbnB3", "OK authenticated\r\n"},
-	{"AUTH PLAIN AHJlcGxhZG1pbgBhZG1pbnB3", "BAD already authenticated\r\n"},
+	{"AUTH PLAIN AHJlcGxhZG1pbgBhZG1pbnB3",
+	 "BAD already authenticated\r\n"},
 	{"STARTTLS", "BAD STARTTLS is not allowed after AUTH\r\n"},
 	{"CAPA", "* MAILREPL 1 replica\r\nOK CAPA completed\r\n"},
 	{"INIT REQUEST", "NO [LOCAL] INIT REQUEST is accepted only on the "
@@ -615,8 +651,7 @@ START_TEST(loopback_dialog_rules)
 	     i < sizeof(loopback_dialog) / sizeof(loopback_dialog[0]); i++)
 		ck_assert_msg(strcmp(run_line(&s, loopback_dialog[i].request),
 				     loopback_dialog[i].response) == 0,
-			      "%s -> %s", loopback_dialog[i].request,
-			      captured);
+			      "%s -> %s", loopback_dialog[i].request, captured);
 	ck_assert(s.close);
 	ctl_session_deinit(&s);
 	ctx_teardown(&ctx);
@@ -687,8 +722,8 @@ server_start(struct fixture *f, const char *extra)
 	tu_write_file(conf_path, conf, strlen(conf), 0600);
 	ck_assert_msg(config_load(conf_path, &f->cfg, &error) == 0, "%s",
 		      error);
-	ck_assert_msg(ctl_server_start(f->cfg, &f->server, &error) == 0,
-		      "%s", error);
+	ck_assert_msg(ctl_server_start(f->cfg, &f->server, &error) == 0, "%s",
+		      error);
 	free(conf);
 	free(conf_path);
 }
@@ -784,20 +819,18 @@ client_line(struct client *c)
 
 		if (lf != NULL) {
 			size_t len = lf - c->buf;
-			char *line = xstrndup(c->buf, len > 0 &&
-							      lf[-1] == '\r'
-						      ? len - 1
-						      : len);
+			char *line = xstrndup(c->buf, len > 0 && lf[-1] == '\r'
+							      ? len - 1
+							      : len);
 
 			memmove(c->buf, lf + 1, c->len - len - 1);
 			c->len -= len + 1;
 			return line;
 		}
-		n = c->tls != NULL
-			    ? gnutls_record_recv(c->tls, c->buf + c->len,
-						 sizeof(c->buf) - c->len)
-			    : recv(c->fd, c->buf + c->len,
-				   sizeof(c->buf) - c->len, 0);
+		n = c->tls != NULL ? gnutls_record_recv(c->tls, c->buf + c->len,
+							sizeof(c->buf) - c->len)
+				   : recv(c->fd, c->buf + c->len,
+					  sizeof(c->buf) - c->len, 0);
 		if (n <= 0)
 			return NULL;
 		c->len += n;
@@ -926,8 +959,8 @@ START_TEST(server_auth_against_dovecot)
 
 	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
 	log_path = xasprintf("%s/ctl.log", f.dir);
-	ck_assert_msg(log_open(log_path, false, "check_ctl", &error) == 0,
-		      "%s", error);
+	ck_assert_msg(log_open(log_path, false, "check_ctl", &error) == 0, "%s",
+		      error);
 	client_tcp(&c, f.port);
 	expect_prefix(&c, "OK MAILREPL 1 replica");
 	request(&c, wrong, "NO [AUTHENTICATIONFAILED] invalid credentials");
@@ -1025,8 +1058,9 @@ START_TEST(server_bind_init_status)
 	client_send(&c, "INIT BEGIN master-a");
 	expect(&c, "* HOLDS-MAIL unknown");
 	expect(&c, "OK INIT BEGIN recorded");
-	request(&c, "INIT END result=rejected messages=120 bytes=4096 "
-		    "rejected=2 finished=1700000000",
+	request(&c,
+		"INIT END result=rejected messages=120 bytes=4096 "
+		"rejected=2 finished=1700000000",
 		"OK INIT END recorded");
 	client_send(&c, "STATUS pending=7 oldest_age_s=3 "
 			"last_applied=1700000100 last_error=\"disk full\"");
@@ -1046,8 +1080,7 @@ START_TEST(server_bind_init_status)
 	ck_assert_int_eq(ctl_peer_get_int(end, "bytes"), 4096);
 	ck_assert_int_eq(ctl_peer_get_int(end, "rejected"), 2);
 	ck_assert_int_eq(ctl_peer_get_int(end, "finished"), 1700000000);
-	ck_assert_str_eq(ctl_peer_get_str(member(peer, "init_begin"),
-					  "master"),
+	ck_assert_str_eq(ctl_peer_get_str(member(peer, "init_begin"), "master"),
 			 "master-a");
 	status = member(peer, "master_status");
 	ck_assert_int_eq(ctl_peer_get_int(status, "pending"), 7);
@@ -1167,8 +1200,8 @@ START_TEST(server_stale_socket_and_reload)
 
 		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s",
 			 f.socket_path);
-		ck_assert_int_eq(
-			bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+		ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)),
+				 0);
 		close(fd);
 	}
 	ck_assert_msg(ctl_server_start(f.cfg, &f.server, &error) == 0, "%s",
@@ -1187,7 +1220,8 @@ make_cert(const char *dir)
 {
 	ck_assert_int_eq(
 		tu_run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 "
-		       "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+		       "-subj /CN=127.0.0.1 -addext "
+		       "subjectAltName=IP:127.0.0.1 "
 		       "-keyout %s/key.pem -out %s/cert.pem 2>/dev/null",
 		       dir, dir),
 		0);
@@ -1212,9 +1246,9 @@ client_starttls(struct client *c, const char *ca_file)
 		r = gnutls_handshake(c->tls);
 	while (r < 0 && !gnutls_error_is_fatal(r));
 	ck_assert_msg(r == 0, "handshake: %s", gnutls_strerror(r));
-	ck_assert_int_eq(gnutls_certificate_verify_peers3(c->tls, "127.0.0.1",
-							  &status),
-			 0);
+	ck_assert_int_eq(
+		gnutls_certificate_verify_peers3(c->tls, "127.0.0.1", &status),
+		0);
 	ck_assert_msg(status == 0, "certificate status %u", status);
 	/* creds must outlive the session; the test process ends soon. */
 }
