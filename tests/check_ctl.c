@@ -660,6 +660,37 @@ START_TEST(loopback_dialog_rules)
 }
 END_TEST
 
+/* The idle timeout ends a session that receives nothing. */
+START_TEST(session_idle_timeout)
+{
+	char *dir = tu_tempdir("ctlidle");
+	struct ctl_ctx ctx;
+	struct ctl_session s;
+	char buf[256];
+	ssize_t n;
+	int pair[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+	ctx_setup(&ctx, dir, false);
+	ctx.idle_timeout_s = 1;
+	ctl_session_init(&s, &ctx, pair[0], CTL_TRANSPORT_TCP, "127.0.0.1",
+			 true);
+	ctl_session_run(&s);
+	ctl_session_deinit(&s);
+	close(pair[0]);
+
+	n = recv(pair[1], buf, sizeof(buf) - 1, MSG_WAITALL);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	ck_assert_str_eq(buf, "OK MAILREPL 1 replica AUTH=PLAIN\r\n"
+			      "NO [TIMEOUT] idle for 1 s, closing\r\n");
+	close(pair[1]);
+	ctx_teardown(&ctx);
+	tu_rmrf(dir);
+	free(dir);
+}
+END_TEST
+
 /* ---- the server on loopback ---- */
 
 static struct tu_dovecot *dovecot;
@@ -1213,6 +1244,32 @@ START_TEST(server_stale_socket_and_reload)
 }
 END_TEST
 
+/* Past the connection limit a trusted peer gets one NO line, and
+ * stopping the server ends the connections that are open. */
+START_TEST(server_connection_limit)
+{
+	struct fixture f;
+	struct client clients[CTL_MAX_CONNECTIONS], extra;
+
+	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
+	for (size_t i = 0; i < CTL_MAX_CONNECTIONS; i++) {
+		client_tcp(&clients[i], f.port);
+		expect_prefix(&clients[i], "OK MAILREPL 1 replica");
+	}
+	client_tcp(&extra, f.port);
+	expect(&extra, "NO [UNAVAILABLE] too many connections, try again "
+		       "later");
+	expect_eof(&extra);
+	client_close(&extra);
+
+	server_stop(&f);
+	for (size_t i = 0; i < CTL_MAX_CONNECTIONS; i++) {
+		expect_eof(&clients[i]);
+		client_close(&clients[i]);
+	}
+}
+END_TEST
+
 /* ---- STARTTLS ---- */
 
 static void
@@ -1336,6 +1393,7 @@ ctl_suite(void)
 	tcase_add_test(proto, kv_and_master_id);
 	tcase_add_test(proto, auth_needs_tls_off_loopback);
 	tcase_add_test(proto, loopback_dialog_rules);
+	tcase_add_test(proto, session_idle_timeout);
 	suite_add_tcase(s, proto);
 
 	tcase_add_loop_test(net, addr_table, 0,
@@ -1353,6 +1411,7 @@ ctl_suite(void)
 	tcase_add_test(local, server_untrusted_peer);
 	tcase_add_test(local, server_stale_socket_and_reload);
 	tcase_add_test(local, server_bad_cert_fails_start);
+	tcase_add_test(local, server_connection_limit);
 	suite_add_tcase(s, local);
 
 	tcase_set_timeout(auth, 120);
