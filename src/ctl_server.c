@@ -268,6 +268,22 @@ accept_local(struct ctl_ctx *ctx, int fd)
 	start_session(ctx, fd, CTL_TRANSPORT_LOCAL, peer, true);
 }
 
+/* Out of descriptors or memory, accept() fails at once again: pause so
+ * that the thread does not spin, and log the cause. */
+static void
+accept_failed(struct ctl_listener *l)
+{
+	struct logline *line;
+
+	if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED)
+		return;
+	line = log_begin(LOG_LVL_ERROR, "ctl_accept");
+	log_str(line, "listen", l->spec);
+	log_str(line, "error", strerror(errno));
+	log_end(line);
+	poll(NULL, 0, 100);
+}
+
 static void *
 accept_thread(void *arg)
 {
@@ -277,15 +293,21 @@ accept_thread(void *arg)
 	int fd;
 
 	for (;;) {
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+			log_msg(LOG_LVL_ERROR, "ctl_accept",
+				"poll on %s failed: %s; no longer accepting",
+				l->spec, strerror(errno));
 			break;
+		}
 		if (pfd[1].revents != 0)
 			break;
 		if ((pfd[0].revents & POLLIN) == 0)
 			continue;
 		fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			accept_failed(l);
 			continue;
+		}
 		if (l->transport == CTL_TRANSPORT_TCP)
 			accept_tcp(&l->server->ctx, fd);
 		else
