@@ -1270,6 +1270,63 @@ START_TEST(server_connection_limit)
 }
 END_TEST
 
+/* Outside replica mode only the local socket listens. */
+START_TEST(server_standalone_local_only)
+{
+	char *dir = tu_tempdir("ctlstd");
+	char *conf_path = xasprintf("%s/c.conf", dir);
+	char *sock = xasprintf("%s/s.sock", dir);
+	unsigned port = free_port();
+	char *conf = xasprintf("[general]\nmode = standalone\n"
+			       "state_dir = %s\ncontrol_socket = %s\n"
+			       "[replica]\nlisten = 127.0.0.1:%u\n",
+			       dir, sock, port);
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+				  .sin_port = htons(port)};
+	struct ctl_server *server = NULL;
+	struct config *cfg;
+	struct client c;
+	char *error = NULL;
+	int fd;
+
+	tu_write_file(conf_path, conf, strlen(conf), 0600);
+	ck_assert_msg(config_load(conf_path, &cfg, &error) == 0, "%s", error);
+	ck_assert_msg(ctl_server_start(cfg, &server, &error) == 0, "%s",
+		      error);
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)),
+			 -1);
+	ck_assert_int_eq(errno, ECONNREFUSED);
+	close(fd);
+
+	client_unix(&c, sock);
+	expect(&c, "OK MAILREPL 1 standalone");
+	client_send(&c, "MODE");
+	expect(&c, "* MODE standalone");
+	expect(&c, "OK MODE completed");
+	request(&c, "BIND m1",
+		"NO [MODE] BIND needs replica mode; this agent is in "
+		"standalone mode");
+	client_send(&c, "STATUS");
+	expect(&c, "* STATUS mode=standalone");
+	expect(&c, "OK STATUS completed");
+	request(&c, "STATUS pending=1",
+		"NO [MODE] STATUS needs replica mode; this agent is in "
+		"standalone mode");
+	client_close(&c);
+
+	ctl_server_stop(&server);
+	config_free(&cfg);
+	tu_rmrf(dir);
+	free(dir);
+	free(conf);
+	free(conf_path);
+	free(sock);
+}
+END_TEST
+
 /* ---- STARTTLS ---- */
 
 static void
@@ -1412,6 +1469,7 @@ ctl_suite(void)
 	tcase_add_test(local, server_stale_socket_and_reload);
 	tcase_add_test(local, server_bad_cert_fails_start);
 	tcase_add_test(local, server_connection_limit);
+	tcase_add_test(local, server_standalone_local_only);
 	suite_add_tcase(s, local);
 
 	tcase_set_timeout(auth, 120);
