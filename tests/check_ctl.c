@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- parser ---- */
@@ -1327,6 +1328,44 @@ START_TEST(server_standalone_local_only)
 }
 END_TEST
 
+/* Another user's connection to the local socket is closed without a
+ * greeting. The socket is opened up to that user here only to reach
+ * the SO_PEERCRED check behind the file mode. */
+START_TEST(server_local_socket_other_uid)
+{
+	struct fixture f;
+	pid_t pid;
+	int status;
+
+	ck_assert_msg(getuid() == 0, "this test needs root to switch to "
+				     "user nobody");
+	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
+	ck_assert_int_eq(chmod(f.socket_path, 0666), 0);
+	ck_assert_int_eq(chmod(f.dir, 0755), 0);
+	tu_run("chmod 0755 '%s/run' '%s/run/sub'", f.dir, f.dir);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sockaddr_un sun = {.sun_family = AF_UNIX};
+		char byte;
+		int fd;
+
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s",
+			 f.socket_path);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+			_exit(3);
+		_exit(recv(fd, &byte, 1, 0) == 0 ? 0 : 4);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	server_stop(&f);
+}
+END_TEST
+
 /* ---- STARTTLS ---- */
 
 static void
@@ -1470,6 +1509,7 @@ ctl_suite(void)
 	tcase_add_test(local, server_bad_cert_fails_start);
 	tcase_add_test(local, server_connection_limit);
 	tcase_add_test(local, server_standalone_local_only);
+	tcase_add_test(local, server_local_socket_other_uid);
 	suite_add_tcase(s, local);
 
 	tcase_set_timeout(auth, 120);
