@@ -1202,6 +1202,27 @@ START_TEST(server_stale_socket_and_reload)
 
 	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
 
+	/* A reload that fails keeps the old listener and settings. */
+	path = xasprintf("%s/broken.conf", f.dir);
+	conf = xasprintf("[general]\nmode = replica\nstate_dir = %s/state\n"
+			 "control_socket = %s\n[replica]\n"
+			 "listen = 127.0.0.1:%u\n"
+			 "tls_cert_file = %s/none.pem\n"
+			 "tls_key_file = %s/none.pem\n",
+			 f.dir, f.socket_path, free_port(), f.dir, f.dir);
+	tu_write_file(path, conf, strlen(conf), 0600);
+	ck_assert_msg(config_load(path, &cfg2, &error) == 0, "%s", error);
+	ck_assert_int_eq(ctl_server_reload(f.server, cfg2, &error), -1);
+	ck_assert_ptr_nonnull(strstr(error, "tls_cert_file"));
+	free(error);
+	error = NULL;
+	client_tcp(&c, f.port);
+	expect(&c, "OK MAILREPL 1 replica AUTH=PLAIN");
+	client_close(&c);
+	config_free(&cfg2);
+	free(conf);
+	free(path);
+
 	/* Reload with trusted networks that exclude loopback and a new
 	 * port: new connections follow the new settings. */
 	port2 = free_port();
