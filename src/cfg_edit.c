@@ -136,7 +136,8 @@ scan(const char *text, size_t len, const char **vs_r, const char **ve_r,
 
 	while (next_line(&pos, end, &l)) {
 		was_continued = continued;
-		continued = l.content_end > l.start && l.content_end[-1] == '\\';
+		continued =
+			l.content_end > l.start && l.content_end[-1] == '\\';
 		if (was_continued)
 			continue;
 		p = skip_blanks(l.start, l.content_end);
@@ -144,7 +145,8 @@ scan(const char *text, size_t len, const char **vs_r, const char **ve_r,
 			continue;
 		if (*p == '[') {
 			eq = memchr(p, ']', (size_t)(l.content_end - p));
-			in_general = eq != NULL && word_is(p + 1, eq, "general");
+			in_general =
+				eq != NULL && word_is(p + 1, eq, "general");
 			if (in_general && *header_end_r == NULL)
 				*header_end_r = l.end;
 			continue;
@@ -180,8 +182,8 @@ cfg_edit_set_mode(const char *text, size_t len, const char *mode_name,
 	} else if (header_end != NULL) {
 		buf_add(&out, text, (size_t)(header_end - text));
 		/* A header on the last line without a newline needs one. */
-		if (header_end == text + len && (len == 0 || text[len - 1] !=
-							     '\n'))
+		if (header_end == text + len &&
+		    (len == 0 || text[len - 1] != '\n'))
 			buf_str(&out, eol);
 		buf_str(&out, "mode = ");
 		buf_str(&out, mode_name);
@@ -215,8 +217,9 @@ read_file(const char *path, char **text_r, size_t *len_r, struct stat *st_r,
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0 || fstat(fd, st_r) < 0) {
-		*error_r = xasprintf("cannot open the configuration file %s: %s",
-				     path, strerror(errno));
+		*error_r =
+			xasprintf("cannot open the configuration file %s: %s",
+				  path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -274,15 +277,14 @@ write_temp(const char *path, const char *data, size_t len,
 	}
 	/* fchown only when the owner differs: as a non-root user it fails
 	 * even when the result would be the same. */
-	ok = write_all(fd, data, len) &&
-	     fchmod(fd, st->st_mode & 07777) == 0 &&
+	ok = write_all(fd, data, len) && fchmod(fd, st->st_mode & 07777) == 0 &&
 	     ((st->st_uid == geteuid() && st->st_gid == getegid()) ||
 	      fchown(fd, st->st_uid, st->st_gid) == 0) &&
 	     fsync(fd) == 0;
 	if (!ok)
 		*error_r = xasprintf("cannot write %s with the owner and "
-				     "permissions of %s: %s", tmp, path,
-				     strerror(errno));
+				     "permissions of %s: %s",
+				     tmp, path, strerror(errno));
 	close(fd);
 out:
 	if (!ok && fd >= 0)
@@ -310,8 +312,8 @@ replace_all(const char *msg, const char *from, const char *to)
 	return b.data;
 }
 
-/* Load the temporary file as the configuration; messages name path, the
- * file that the user knows. */
+/* Load the temporary file as the configuration. Messages name path, the
+ * file the user edits, not the temporary name. */
 static int
 validate(const char *tmp, const char *path, const char *mode_name,
 	 struct config **cfg_r, char **error_r)
@@ -325,7 +327,8 @@ validate(const char *tmp, const char *path, const char *mode_name,
 	}
 	named = replace_all(error, tmp, path);
 	*error_r = xasprintf("%s is left unchanged because with mode = %s "
-			     "it would be invalid: %s", path, mode_name, named);
+			     "it would be invalid: %s",
+			     path, mode_name, named);
 	free(named);
 	free(error);
 	return -1;
@@ -363,8 +366,9 @@ cfg_edit_write_mode(const char *path, const char *mode_name,
 	int ret = -1;
 
 	if (real == NULL) {
-		*error_r = xasprintf("cannot open the configuration file %s: %s",
-				     path, strerror(errno));
+		*error_r =
+			xasprintf("cannot open the configuration file %s: %s",
+				  path, strerror(errno));
 		return -1;
 	}
 	if (read_file(real, &text, &len, &st, error_r) < 0)
@@ -372,7 +376,8 @@ cfg_edit_write_mode(const char *path, const char *mode_name,
 	if (cfg_edit_set_mode(text, len, mode_name, &edited, &edited_len,
 			      &why) < 0) {
 		*error_r = xasprintf("cannot change the mode in %s: %s; edit "
-				     "the file by hand", real, why);
+				     "the file by hand",
+				     real, why);
 		goto out;
 	}
 

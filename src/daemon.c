@@ -15,8 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* What the daemon writes on the start-up pipe: one byte, then for an
- * error the message. */
+/* Start-up report on the pipe to the parent: one byte, followed by the
+ * message for an error. */
 #define READY_OK 'K'
 #define READY_ERROR 'E'
 
@@ -44,7 +44,8 @@ wait_ready(int fd, pid_t child)
 	if (len > 1 && buf[0] == READY_ERROR)
 		fprintf(stderr, "mailrepld: %s\n", buf + 1);
 	else
-		fprintf(stderr, "mailrepld: the agent exited during start-up "
+		fprintf(stderr,
+			"mailrepld: the agent exited during start-up "
 			"without a message; run it with -f to see why\n");
 	_exit(1);
 }
@@ -71,7 +72,8 @@ daemon_detach(int *ready_fd_r, char **error_r)
 
 	if (pipe2(fds, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
 		*error_r = xasprintf("cannot start the agent in the "
-				     "background: %s", strerror(errno));
+				     "background: %s",
+				     strerror(errno));
 		return -1;
 	}
 	if (pid > 0) {
@@ -112,7 +114,7 @@ daemon_ready(int ready_fd, const char *error)
 	else
 		msg = xasprintf("%c%s", READY_ERROR, error);
 	if (write(ready_fd, msg, strlen(msg)) < 0) {
-		/* The parent is gone; nobody is left to tell. */
+		/* The parent exited, so no process reads the report. */
 	}
 	free(msg);
 	close(ready_fd);
@@ -229,7 +231,8 @@ daemon_pidfile_write(const char *path, pid_t *pid_r, char **error_r)
 	 * would; a missing /run itself is a broken system. */
 	if (mkdir(dirname(dir), 0755) < 0 && errno != EEXIST) {
 		*error_r = xasprintf("cannot create the directory %s of the "
-				     "pid file: %s", dir, strerror(errno));
+				     "pid file: %s",
+				     dir, strerror(errno));
 		goto out;
 	}
 	tmp = write_temp(path, error_r);
@@ -237,7 +240,7 @@ daemon_pidfile_write(const char *path, pid_t *pid_r, char **error_r)
 		goto out;
 
 	/* link() fails when path exists, which is the O_EXCL check, and
-	 * unlike O_EXCL it publishes a file that already holds the pid. */
+	 * unlike O_EXCL it publishes a file that already contains the pid. */
 	if (link(tmp, path) == 0) {
 		ret = 0;
 		goto out;

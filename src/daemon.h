@@ -23,15 +23,15 @@ void daemon_ready(int ready_fd, const char *error);
 /* Path of the agent's pid file: the directory of [general]
  * control_socket plus "/mailrepld.pid". Caller frees. */
 char *daemon_pidfile_path(const struct config *cfg);
-/* Create path holding the caller's pid. A file of a dead process, or of
+/* Create path containing the caller's pid. A file of a dead process, or of
  * a process that is not mailrepld, is replaced. Returns 0; -2 with
- * *pid_r when a live mailrepld holds it; -1 with *error_r (caller
+ * *pid_r when it names another live mailrepld; -1 with *error_r (caller
  * frees) naming the file and the cause. */
 int daemon_pidfile_write(const char *path, pid_t *pid_r, char **error_r);
 /* Returns the pid of the live mailrepld that path names, or 0 when the
  * file is missing, malformed or stale. */
 pid_t daemon_pidfile_running(const char *path);
-/* Remove path if it still holds the caller's pid. */
+/* Remove path if it still contains the caller's pid. */
 void daemon_pidfile_remove(const char *path);
 
 /* Block SIGTERM, SIGINT and SIGHUP in the calling thread and ignore

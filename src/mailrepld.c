@@ -25,10 +25,10 @@
 #define EXIT_CONFIG 78 /* EX_CONFIG of sysexits.h */
 
 struct agent {
-	struct config *cfg;	/* the configuration in effect */
+	struct config *cfg; /* the configuration in effect */
 	struct ctl_server *ctl;
 	char *pidfile;
-	int ready_fd;		/* start-up pipe to the parent, or -1 */
+	int ready_fd; /* start-up pipe to the parent, or -1 */
 	bool foreground;
 };
 
@@ -43,7 +43,7 @@ usage(FILE *out)
 		"\n"
 		"Options:\n"
 		"  -c FILE        configuration file (default %s)\n"
-		"  -f             stay in the foreground and log to stderr too\n"
+		"  -f             stay in the foreground, log to stderr too\n"
 		"  -h, --help     show this help\n"
 		"  -V, --version  print the version\n"
 		"\n"
@@ -90,7 +90,8 @@ change_mode(struct agent *a, const struct config *next, char **error_r)
 			return -1;
 		free(*error_r);
 		*error_r = xasprintf("cannot start mode %s, and mode %s "
-				     "again failed: %s", to, from, again);
+				     "again failed: %s",
+				     to, from, again);
 		free(again);
 		return -2;
 	}
@@ -108,8 +109,10 @@ change_mode(struct agent *a, const struct config *next, char **error_r)
 static void
 log_reload_failed(const char *error)
 {
-	log_msg(LOG_LVL_ERROR, "reload_failed", "%s; the agent keeps the "
-		"previous configuration", error);
+	log_msg(LOG_LVL_ERROR, "reload_failed",
+		"%s; the agent keeps the "
+		"previous configuration",
+		error);
 }
 
 /* Reopen the log file, or open the one that next names when the path
@@ -179,9 +182,9 @@ reload(struct agent *a)
 	return 0;
 }
 
-/* Report a start-up failure to whoever started the agent: the waiting
- * parent, or stderr in the foreground. The log also gets it when it is
- * open already. */
+/* Report a start-up failure to the process that started the agent: the
+ * waiting parent, or stderr in the foreground. The log also gets it when
+ * it is open already. */
 static void
 fail_start(struct agent *a, const char *error, bool log_open)
 {
@@ -201,7 +204,8 @@ open_agent_log(struct agent *a)
 
 	if (log_open(a->cfg->log_file, true, "mailrepld", &error) < 0) {
 		msg = xasprintf("%s; set [general] log_file in %s to a "
-				"writable path", error, a->cfg->path);
+				"writable path",
+				error, a->cfg->path);
 		fail_start(a, msg, false);
 		free(msg);
 		free(error);
@@ -326,8 +330,10 @@ parse_args(int argc, char **argv, const char **config_r, bool *fg_r,
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "mailrepld: unexpected argument %s; see "
-			"mailrepld --help\n", argv[optind]);
+		fprintf(stderr,
+			"mailrepld: unexpected argument %s; see "
+			"mailrepld --help\n",
+			argv[optind]);
 		*code_r = EXIT_USAGE;
 		return -1;
 	}
@@ -349,8 +355,8 @@ main(int argc, char **argv)
 	/* The daemon runs in /, so SIGHUP must find the file by an
 	 * absolute name. */
 	abs_path = realpath(path, NULL);
-	if (config_load(abs_path != NULL ? abs_path : path, &a.cfg,
-			&error) < 0) {
+	if (config_load(abs_path != NULL ? abs_path : path, &a.cfg, &error) <
+	    0) {
 		fprintf(stderr, "mailrepld: %s\n", error);
 		free(error);
 		free(abs_path);

@@ -35,55 +35,42 @@ static const struct edit_case edit_cases[] = {
 	 "log_file = /x\n",
 	 "# top\n[general]\n# the role\nmode = master\n# after\n"
 	 "log_file = /x\n"},
-	{"inline comment kept",
-	 "[general]\nmode = replica ; was standalone\n",
+	{"inline comment kept", "[general]\nmode = replica ; was standalone\n",
 	 "[general]\nmode = master ; was standalone\n"},
-	{"hash comment without space",
-	 "[general]\nmode = replica# old\n",
+	{"hash comment without space", "[general]\nmode = replica# old\n",
 	 "[general]\nmode = master# old\n"},
 	{"spacing and key case kept",
 	 "[general]\n  Mode\t=\t  replica   \nstate_dir = /s\n",
 	 "[general]\n  Mode\t=\t  master   \nstate_dir = /s\n"},
-	{"no spaces around equals",
-	 "[general]\nmode=replica\n",
+	{"no spaces around equals", "[general]\nmode=replica\n",
 	 "[general]\nmode=master\n"},
 	{"CRLF line replaced",
 	 "[general]\r\nmode = replica\r\nstate_dir = /s\r\n",
 	 "[general]\r\nmode = master\r\nstate_dir = /s\r\n"},
-	{"CRLF line inserted",
-	 "[general]\r\nstate_dir = /s\r\n",
+	{"CRLF line inserted", "[general]\r\nstate_dir = /s\r\n",
 	 "[general]\r\nmode = master\r\nstate_dir = /s\r\n"},
-	{"no mode line",
-	 "[general]\nstate_dir = /s\n\n[master]\nworkers = 2\n",
+	{"no mode line", "[general]\nstate_dir = /s\n\n[master]\nworkers = 2\n",
 	 "[general]\nmode = master\nstate_dir = /s\n\n[master]\n"
 	 "workers = 2\n"},
-	{"no general section",
-	 "# mailrepl\n[master]\nreplica_host = r\n",
+	{"no general section", "# mailrepl\n[master]\nreplica_host = r\n",
 	 "[general]\nmode = master\n\n# mailrepl\n[master]\n"
 	 "replica_host = r\n"},
-	{"empty file",
-	 "",
-	 "[general]\nmode = master\n"},
-	{"header on last line without newline",
-	 "[general]",
+	{"empty file", "", "[general]\nmode = master\n"},
+	{"header on last line without newline", "[general]",
 	 "[general]\nmode = master\n"},
 	{"mode in another section untouched",
 	 "[replica]\nmode = replica\n[general]\nmode = standalone\n",
 	 "[replica]\nmode = replica\n[general]\nmode = master\n"},
-	{"mode only in another section",
-	 "[alert]\nmode = x\n",
+	{"mode only in another section", "[alert]\nmode = x\n",
 	 "[general]\nmode = master\n\n[alert]\nmode = x\n"},
 	{"commented-out mode skipped",
 	 "[general]\n# mode = replica\n;mode = replica\nmode = standalone\n",
 	 "[general]\n# mode = replica\n;mode = replica\nmode = master\n"},
-	{"double quotes kept",
-	 "[general]\nmode = \"replica\" # quoted\n",
+	{"double quotes kept", "[general]\nmode = \"replica\" # quoted\n",
 	 "[general]\nmode = \"master\" # quoted\n"},
-	{"single quotes kept",
-	 "[general]\nmode = 'replica'\n",
+	{"single quotes kept", "[general]\nmode = 'replica'\n",
 	 "[general]\nmode = 'master'\n"},
-	{"section name case and spaces",
-	 "[ General ]\nmode = replica\n",
+	{"section name case and spaces", "[ General ]\nmode = replica\n",
 	 "[ General ]\nmode = master\n"},
 	{"second general header",
 	 "[general]\nstate_dir = /s\n[master]\nworkers = 2\n[general]\n"
@@ -93,11 +80,9 @@ static const struct edit_case edit_cases[] = {
 	{"continued line before mode",
 	 "[general]\nstate_dir = /a\\\nmode = x\nmode = replica\n",
 	 "[general]\nstate_dir = /a\\\nmode = x\nmode = master\n"},
-	{"no newline at end",
-	 "[general]\nmode = replica",
+	{"no newline at end", "[general]\nmode = replica",
 	 "[general]\nmode = master"},
-	{"key that only starts with mode",
-	 "[general]\nmodes = x\n",
+	{"key that only starts with mode", "[general]\nmodes = x\n",
 	 "[general]\nmode = master\nmodes = x\n"},
 };
 
@@ -185,9 +170,9 @@ START_TEST(write_mode_keeps_other_bytes)
 	ck_assert_str_eq(text, after);
 	ck_assert_int_eq(stat(path, &st), 0);
 	ck_assert_uint_eq(st.st_mode & 07777, 0640);
-	ck_assert_int_eq(tu_run("test -z \"$(ls -A '%s' | grep -v a.conf)\"",
-				tmpdir),
-			 0);
+	ck_assert_int_eq(
+		tu_run("test -z \"$(ls -A '%s' | grep -v a.conf)\"", tmpdir),
+		0);
 	config_free(&cfg);
 	free(text);
 	free(path);
@@ -225,9 +210,9 @@ START_TEST(write_mode_invalid_result_unchanged)
 	ck_assert_ptr_null(strstr(error, ".b.conf."));
 	text = tu_read_file(path, NULL);
 	ck_assert_str_eq(text, before);
-	ck_assert_int_eq(tu_run("test -z \"$(ls -A '%s' | grep -v b.conf)\"",
-				tmpdir),
-			 0);
+	ck_assert_int_eq(
+		tu_run("test -z \"$(ls -A '%s' | grep -v b.conf)\"", tmpdir),
+		0);
 	free(text);
 	free(error);
 	free(path);
@@ -367,7 +352,7 @@ agent_start(struct agent_env *e)
 	free(bin);
 }
 
-/* Send sig and wait up to 5 s for the exit; returns the exit code, or -1
+/* Send sig and wait up to 5 s for the exit. Returns the exit code, or -1
  * when the agent did not exit or was killed by a signal. */
 static int
 agent_signal_exit(struct agent_env *e, int sig)
@@ -475,10 +460,8 @@ START_TEST(agent_second_instance_rejected)
 	env_init(&e);
 	agent_start(&e);
 	err = xasprintf("%s/second.err", tmpdir);
-	ck_assert_int_eq(tu_run("'%s' -f -c '%s' 2>'%s'", bin, e.conf, err),
-			 1);
-	expected = xasprintf("mailrepld already runs as pid %ld",
-			     (long)e.pid);
+	ck_assert_int_eq(tu_run("'%s' -f -c '%s' 2>'%s'", bin, e.conf, err), 1);
+	expected = xasprintf("mailrepld already runs as pid %ld", (long)e.pid);
 	text = tu_read_file(err, NULL);
 	ck_assert_msg(strstr(text, expected) != NULL, "stderr: %s", text);
 
@@ -525,7 +508,7 @@ START_TEST(agent_bad_config_on_sighup)
 	ck_assert(wait_for_text(e.log, "primary"));
 	assert_alive(&e);
 
-	/* It still answers signals with the old configuration. */
+	/* It still handles signals with the old configuration. */
 	ck_assert_int_eq(kill(e.pid, SIGHUP), 0);
 	ck_assert_int_eq(agent_signal_exit(&e, SIGTERM), 0);
 	ck_assert_int_eq(access(e.pidfile, F_OK), -1);
@@ -580,8 +563,10 @@ START_TEST(agent_background_start_error)
 
 	/* The log directory is missing, so the daemon fails after the
 	 * fork, and the waiting parent must print its reason. */
-	conf = write_conf("nolog.conf", "[general]\nlog_file = "
-			  "/nonexistent/mailrepl/agent.log\n", 0600);
+	conf = write_conf("nolog.conf",
+			  "[general]\nlog_file = "
+			  "/nonexistent/mailrepl/agent.log\n",
+			  0600);
 	err = xasprintf("%s/nolog.err", tmpdir);
 	ck_assert_int_eq(tu_run("'%s' -c '%s' 2>'%s'", bin, conf, err), 1);
 	text = tu_read_file(err, NULL);
@@ -603,7 +588,8 @@ run_mailrepl(const char *conf, const char *args)
 {
 	char *bin = builddir_path("src/mailrepl");
 	int rc = tu_run("'%s' -c '%s' %s <'/dev/null' >'%s/mode.out' "
-			"2>'%s/mode.err'", bin, conf, args, tmpdir, tmpdir);
+			"2>'%s/mode.err'",
+			bin, conf, args, tmpdir, tmpdir);
 
 	free(bin);
 	return rc;
