@@ -110,9 +110,7 @@ static void
 log_reload_failed(const char *error)
 {
 	log_msg(LOG_LVL_ERROR, "reload_failed",
-		"%s; the agent keeps the "
-		"previous configuration",
-		error);
+		"%s (the agent keeps the previous configuration)", error);
 }
 
 /* Reopen the log file, or open the one that next names when the path
