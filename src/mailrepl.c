@@ -5,6 +5,8 @@
 #include <config.h>
 
 #include "cfg.h"
+#include "cfg_edit.h"
+#include "daemon.h"
 #include "log.h"
 #include "store.h"
 #include "sync.h"
@@ -41,6 +43,7 @@ usage(FILE *out)
 		"  verify    compare the master's Maildir with the replica\n"
 		"  status    show the mode and the last initial replication\n"
 		"  log       print the replication log (-f follows it)\n"
+		"  mode      show or switch the mode of this server\n"
 		"\n"
 		"Options:\n"
 		"  -c FILE        configuration file (default %s)\n"
@@ -66,7 +69,13 @@ usage(FILE *out)
 		"\n"
 		"log [-f] [-n LINES]\n"
 		"  -f        keep printing new lines as they are written\n"
-		"  -n LINES  start with the last LINES lines (default 20)\n",
+		"  -n LINES  start with the last LINES lines (default 20)\n"
+		"\n"
+		"mode [standalone|master|replica] [--yes]\n"
+		"  without a mode: print the mode and whether the agent runs\n"
+		"  with a mode: set [general] mode in the configuration file\n"
+		"  and tell a running agent to reload (asks for confirmation,\n"
+		"  or --yes)\n",
 		CONFIG_DEFAULT_PATH);
 }
 
@@ -493,6 +502,153 @@ cmd_log(struct cli *cli, int argc, char **argv)
 	return 0;
 }
 
+/* Print the mode in the configuration and whether an agent runs. */
+static int
+show_mode(const struct cli *cli)
+{
+	char *pidfile = daemon_pidfile_path(cli->cfg);
+	pid_t pid = daemon_pidfile_running(pidfile);
+
+	printf("mode:  %s\n", cfg_mode_name(cli->cfg->mode));
+	if (pid > 0)
+		printf("agent: running (pid %ld)\n", (long)pid);
+	else
+		printf("agent: not running\n");
+	free(pidfile);
+	return 0;
+}
+
+/* Tell the running agent, if any, to load the new mode, and say what
+ * happens next. */
+static void
+signal_agent(const struct cli *cli, enum cfg_mode mode)
+{
+	char *pidfile = daemon_pidfile_path(cli->cfg);
+	pid_t pid = daemon_pidfile_running(pidfile);
+
+	if (pid > 0 && kill(pid, SIGHUP) == 0) {
+		printf("told the running agent (pid %ld) to reload\n",
+		       (long)pid);
+		/* TODO: the agent does not start the initial replication in
+		 * master mode yet. */
+		if (mode == CFG_MODE_MASTER)
+			printf("the agent will start the initial "
+			       "replication\n");
+	} else if (pid > 0) {
+		fprintf(stderr, "mailrepl mode: cannot signal the agent (pid "
+			"%ld): %s; restart it to apply the mode\n", (long)pid,
+			strerror(errno));
+	} else {
+		printf("no agent runs; start mailrepld to apply the mode\n");
+		if (mode == CFG_MODE_MASTER)
+			printf("run mailrepl init to start the initial "
+			       "replication\n");
+	}
+	free(pidfile);
+}
+
+/* Returns the mode that name stands for, or -1. */
+static int
+parse_mode(const char *name)
+{
+	static const enum cfg_mode modes[] = {
+		CFG_MODE_STANDALONE, CFG_MODE_MASTER, CFG_MODE_REPLICA,
+	};
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(*modes); i++) {
+		if (strcmp(name, cfg_mode_name(modes[i])) == 0)
+			return (int)modes[i];
+	}
+	return -1;
+}
+
+/* Ask before a change unless --yes; without a terminal, fail and name
+ * --yes. */
+static bool
+confirm_switch(const struct cli *cli, const char *to, bool yes)
+{
+	char *question;
+	bool ok;
+
+	if (yes)
+		return true;
+	if (!isatty(STDIN_FILENO)) {
+		fprintf(stderr, "mailrepl mode: switching %s from %s to %s "
+			"needs confirmation; add --yes to run it without a "
+			"terminal\n", cli->cfg->path,
+			cfg_mode_name(cli->cfg->mode), to);
+		return false;
+	}
+	question = xasprintf("Switch %s from %s to %s?", cli->cfg->path,
+			     cfg_mode_name(cli->cfg->mode), to);
+	ok = confirm(question);
+	free(question);
+	return ok;
+}
+
+static int
+switch_mode(struct cli *cli, const char *name, bool yes)
+{
+	int mode = parse_mode(name);
+	char *error = NULL;
+
+	if (mode < 0) {
+		fprintf(stderr, "mailrepl mode: invalid mode %s; use "
+			"standalone, master or replica\n", name);
+		return EXIT_USAGE;
+	}
+	if (load_config(cli) < 0)
+		return 1;
+	if ((int)cli->cfg->mode == mode) {
+		printf("mode is already %s in %s\n", name, cli->cfg->path);
+		return 0;
+	}
+	if (!confirm_switch(cli, name, yes))
+		return 1;
+	if (cfg_edit_write_mode(cli->cfg->path, name, NULL, &error) < 0) {
+		fprintf(stderr, "mailrepl mode: %s\n", error);
+		free(error);
+		return 1;
+	}
+	printf("mode: %s -> %s in %s\n", cfg_mode_name(cli->cfg->mode), name,
+	       cli->cfg->path);
+	signal_agent(cli, (enum cfg_mode)mode);
+	return 0;
+}
+
+static int
+cmd_mode(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"yes", no_argument, NULL, 'y'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	bool yes = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+		if (c == 'y') {
+			yes = true;
+		} else if (c == 'h') {
+			usage(stdout);
+			return 0;
+		} else {
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind > 1) {
+		fprintf(stderr, "mailrepl mode: unexpected argument %s\n",
+			argv[optind + 1]);
+		return EXIT_USAGE;
+	}
+	if (optind < argc)
+		return switch_mode(cli, argv[optind], yes);
+	if (load_config(cli) < 0)
+		return 1;
+	return show_mode(cli);
+}
+
 static const struct {
 	const char *name;
 	int (*run)(struct cli *cli, int argc, char **argv);
@@ -501,6 +657,7 @@ static const struct {
 	{"verify", cmd_verify},
 	{"status", cmd_status},
 	{"log", cmd_log},
+	{"mode", cmd_mode},
 };
 
 int
