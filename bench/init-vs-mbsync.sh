@@ -266,6 +266,7 @@ tls_ca_file = $DOVECOT_CA
 admin_user = $DOVECOT_ADMIN
 admin_password_file = $work/admin.pw
 workers = 4
+control_port = 0
 EOF
 	)
 }

@@ -53,6 +53,9 @@ tls_ca_file = $DOVECOT_CA
 admin_user = $DOVECOT_ADMIN
 admin_password_file = $demo/admin.pw
 workers = 4
+# The demo's replica is a plain Dovecot without a mailrepl agent, so
+# there is no control channel to negotiate over.
+control_port = 0
 CONF
 
 run() {

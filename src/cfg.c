@@ -89,7 +89,7 @@ static const struct key_spec key_specs[] = {
 	{"master", "replica_host", parse_host, FIELD(replica_host), 0, 0},
 	{"master", "imap_port", parse_count, FIELD(imap_port), 1, 65535},
 	{"master", "imap_tls", parse_tls, 0, 0, 0},
-	{"master", "control_port", parse_count, FIELD(control_port), 1, 65535},
+	{"master", "control_port", parse_count, FIELD(control_port), 0, 65535},
 	{"master", "admin_user", parse_user, FIELD(admin_user), 0, 0},
 	{"master", "admin_password_file", parse_path,
 	 FIELD(admin_password_file), 0, 0},

@@ -2,6 +2,7 @@
 #include <config.h>
 #include "sync_private.h"
 
+#include "ctl_client.h"
 #include "log.h"
 #include "util.h"
 
@@ -461,6 +462,57 @@ settle_interrupted_run(struct store *store)
 	sleep((unsigned)wait);
 }
 
+/* Before anything is pushed, the replica's agent must confirm over the
+ * control channel that it is a replica bound to this master. With
+ * [master] control_port = 0 there is no agent to ask. */
+static int
+negotiate(const struct sync_options *opt, struct ctl_client **ctl_r,
+	  char **error_r)
+{
+	struct mrerr err;
+	char *id;
+	int ret = -1;
+
+	*ctl_r = NULL;
+	if (opt->cfg->control_port == 0 || opt->dry_run)
+		return 0;
+	mrerr_clear(&err);
+	*ctl_r = ctl_client_connect(opt->cfg, opt->password, &err);
+	if (*ctl_r == NULL) {
+		*error_r = xstrdup(err.text);
+		return -1;
+	}
+	id = ctl_client_master_id();
+	if (ctl_client_bind(*ctl_r, id, opt->takeover, &err) == 0 &&
+	    ctl_client_init_begin(*ctl_r, id, &err) == 0)
+		ret = 0;
+	else
+		*error_r = xstrdup(err.text);
+	free(id);
+	if (ret < 0)
+		ctl_client_free(ctl_r);
+	return ret;
+}
+
+/* Tell the replica's agent how the run ended; it records it too. */
+static void
+report_end(struct ctl_client *ctl, const struct sync_counts *c,
+	   enum store_run_result result)
+{
+	const char *name = result == RUN_OK	    ? "ok"
+			   : result == RUN_REJECTED ? "rejected"
+						    : "failed";
+	struct mrerr err;
+
+	if (ctl == NULL)
+		return;
+	mrerr_clear(&err);
+	if (ctl_client_init_end(ctl, name, c->uploaded + c->adopted,
+				c->uploaded_bytes, c->rejected, time(NULL),
+				&err) < 0)
+		log_msg(LOG_LVL_WARN, "error", "%s", err.text);
+}
+
 static void
 run_workers(struct sync_run *run)
 {
@@ -512,6 +564,7 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 {
 	struct sync_run run = {.opt = opt};
 	struct store *store = NULL;
+	struct ctl_client *ctl = NULL;
 	struct progress_display *display = NULL;
 	enum store_run_result result = RUN_FAILED;
 	long long started = monotonic_ms();
@@ -531,7 +584,7 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 	}
 	if (lock_fd < 0 || store_open(opt->cfg->state_dir, &store, error_r) < 0)
 		goto out;
-	if (load_users(&run, error_r) < 0)
+	if (load_users(&run, error_r) < 0 || negotiate(opt, &ctl, error_r) < 0)
 		goto out;
 	settle_interrupted_run(store);
 	if (!opt->dry_run && store_run_start(store, "init", &run.run_id) < 0) {
@@ -561,6 +614,7 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 	log_run_end(&run, result, monotonic_ms() - started);
 	if (!opt->dry_run)
 		record_run(store, &run, result);
+	report_end(ctl, &run.counts, result);
 	if (code == SYNC_EXIT_FAILED)
 		*error_r = xstrdup(run.fatal != NULL ? run.fatal
 				   : run.first_error != NULL
@@ -569,6 +623,7 @@ sync_init(const struct sync_options *opt, struct sync_counts *counts_r,
 out:
 	if (counts_r != NULL)
 		*counts_r = run.counts;
+	ctl_client_free(&ctl);
 	if (store != NULL)
 		store_close(&store);
 	if (lock_fd >= 0)

@@ -29,6 +29,7 @@ struct sync_options {
 	size_t nusers;
 	bool reset_replica;	/* empty these users' replica mailboxes */
 	bool dry_run;		/* change nothing, report what would be done */
+	bool takeover;		/* rebind a replica bound to another master */
 	bool progress;		/* draw a progress line on stderr */
 };
 

@@ -70,6 +70,7 @@ env_write_config(struct env *e, const char *extra)
 			 "%simap_tls = starttls\n"
 			 "tls_ca_file = %s\nadmin_user = %s\n"
 			 "admin_password_file = %s\nworkers = 2\n"
+			 "control_port = 0\n"
 			 "batch_messages = 7\n%s",
 			 e->dir, e->dir, e->dir, port, dovecot->ca_file, dovecot->admin, pw,
 			 extra != NULL ? extra : "");

@@ -53,6 +53,7 @@ tls_ca_file = $DOVECOT_CA
 admin_user = $DOVECOT_ADMIN
 admin_password_file = $work/admin.pw
 workers = 4
+control_port = ${E2E_CONTROL_PORT:-0}
 $1
 CONF
 }
