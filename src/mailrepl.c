@@ -50,10 +50,14 @@ usage(FILE *out)
 		"  -h, --help     show this help\n"
 		"  -V, --version  print the version\n"
 		"\n"
-		"init [--user U]... [--reset-replica [--yes]] [--dry-run]\n"
+		"init [--user U]... [--reset-replica] [--takeover] [--yes]\n"
+		"     [--dry-run]\n"
 		"  --user U         only user U (repeatable)\n"
 		"  --reset-replica  first empty these users' mailboxes on the\n"
 		"                   replica (asks for confirmation, or --yes)\n"
+		"  --takeover       bind a replica that serves another master\n"
+		"                   to this one (asks for confirmation, or\n"
+		"                   --yes)\n"
 		"  --dry-run        change nothing, report what would be done\n"
 		"  exit codes: 0 replica equals master, 1 failed, 2 done but\n"
 		"  some messages were not replicated, 75 locked by another run\n"
@@ -172,6 +176,31 @@ confirm_reset(const struct cli *cli)
 	return yes;
 }
 
+/* A takeover makes the replica drop its bond to another master, which
+ * then can no longer push to it. */
+static bool
+confirm_takeover(const struct cli *cli)
+{
+	char *question;
+	bool yes;
+
+	if (!isatty(STDIN_FILENO)) {
+		fprintf(stderr, "mailrepl init: --takeover binds the replica "
+			"%s to this master in place of its current one and "
+			"needs confirmation; add --yes to run it without a "
+			"terminal\n", cli->cfg->replica_host);
+		return false;
+	}
+	question = xasprintf("Bind the replica %s to this master, in place "
+			     "of the master it serves now?",
+			     cli->cfg->replica_host);
+	yes = confirm(question);
+	free(question);
+	if (!yes)
+		fprintf(stderr, "mailrepl init: nothing was changed\n");
+	return yes;
+}
+
 static void
 print_counts(FILE *out, const struct sync_counts *c, const char *label)
 {
@@ -198,6 +227,7 @@ cmd_init(struct cli *cli, int argc, char **argv)
 	static const struct option options[] = {
 		{"user", required_argument, NULL, 'u'},
 		{"reset-replica", no_argument, NULL, 'R'},
+		{"takeover", no_argument, NULL, 'T'},
 		{"dry-run", no_argument, NULL, 'n'},
 		{"yes", no_argument, NULL, 'y'},
 		{"help", no_argument, NULL, 'h'},
@@ -216,6 +246,9 @@ cmd_init(struct cli *cli, int argc, char **argv)
 			break;
 		case 'R':
 			opt.reset_replica = true;
+			break;
+		case 'T':
+			opt.takeover = true;
 			break;
 		case 'n':
 			opt.dry_run = true;
@@ -259,6 +292,9 @@ cmd_init(struct cli *cli, int argc, char **argv)
 			return SYNC_EXIT_FAILED;
 		}
 	}
+
+	if (opt.takeover && !yes && !opt.dry_run && !confirm_takeover(cli))
+		return SYNC_EXIT_FAILED;
 
 	opt.cfg = cli->cfg;
 	opt.password = cli->cfg->admin_password;

@@ -238,6 +238,140 @@ test_lock() {
 	fi
 }
 
+# --- Two agents: the master negotiates with the replica's mailrepld ---
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# A raw control-channel client: sends the lines given as arguments after
+# the greeting and an AUTH as the administrator, prints every answer.
+ctl_say() {
+	python3 - "$CTL_PORT" "$DOVECOT_ADMIN" "$DOVECOT_ADMIN_PASSWORD" "$@" <<'PY'
+import base64, socket, sys
+port, user, password, lines = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+f = s.makefile("rwb")
+def answer():
+    out = []
+    while True:
+        line = f.readline().decode().rstrip("\r\n")
+        out.append(line)
+        if not line.startswith("* "):
+            return out
+print(f.readline().decode().rstrip())
+auth = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+for line in ["AUTH PLAIN " + auth] + lines + ["QUIT"]:
+    f.write((line + "\r\n").encode()); f.flush()
+    print("\n".join(answer()))
+PY
+}
+
+peer_field() { # $1: python expression on the parsed peer.json as p
+	python3 -c "import json,sys; p = json.load(open(sys.argv[1])); print($1)" \
+		"$work/rstate/peer.json" 2>/dev/null
+}
+
+start_replica_agent() {
+	CTL_PORT=$(free_port)
+	umask 077
+	cat >"$work/replica.conf" <<CONF
+[general]
+mode = replica
+state_dir = $work/rstate
+log_file = $work/replica.log
+control_socket = $work/rrun/control.sock
+
+[replica]
+listen = 127.0.0.1:$CTL_PORT
+trusted_networks = 127.0.0.0/8
+admin_user = $DOVECOT_ADMIN
+imap_host = 127.0.0.1
+imap_port = $IMAP_PORT
+CONF
+	"$top/src/mailrepld" -f -c "$work/replica.conf" >"$work/agent.out" 2>&1 &
+	AGENT_PID=$!
+	for _ in $(seq 50); do
+		ctl_say >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+test_agents() {
+	local code
+	if ! start_replica_agent; then
+		fail agents "the replica agent did not start: $(tail -3 "$work/agent.out")"
+		return
+	fi
+	E2E_CONTROL_PORT=$CTL_PORT write_config ""
+
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 0 ]; then
+		fail negotiate_and_bind "init exited $code: $(tail -2 "$work/out")"
+	elif [ "$(peer_field 'p["bound_master"]')" != "$(hostname)" ] ||
+		[ "$(peer_field 'p["init_end"]["result"]')" != ok ]; then
+		fail negotiate_and_bind "peer.json: $(cat "$work/rstate/peer.json")"
+	else
+		pass negotiate_and_bind
+	fi
+
+	# Another master takes the replica over; this one must stop.
+	ctl_say "BIND other-master TAKEOVER" >"$work/ctl" 2>&1
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ] || ! grep -q -- '--takeover' "$work/out"; then
+		fail bound_elsewhere_refused "exit $code: $(cat "$work/out")"
+	else
+		pass bound_elsewhere_refused
+	fi
+	"$bin" -c "$conf" init --user erin --takeover </dev/null >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ] || ! grep -q -- '--yes' "$work/out"; then
+		fail takeover_needs_yes "exit $code: $(cat "$work/out")"
+	else
+		pass takeover_needs_yes
+	fi
+	"$bin" -c "$conf" init --user erin --takeover --yes >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 0 ] || [ "$(peer_field 'p["bound_master"]')" != "$(hostname)" ]; then
+		fail takeover "exit $code: $(cat "$work/out")"
+	else
+		pass takeover
+	fi
+
+	# A standalone server gets nothing: its agent does not listen on TCP.
+	"$bin" -c "$work/replica.conf" mode standalone --yes >"$work/mode" 2>&1
+	sleep 1
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ] || ! grep -q "agent" "$work/out"; then
+		fail standalone_refused "exit $code: $(cat "$work/out")"
+	else
+		pass standalone_refused
+	fi
+	"$bin" -c "$work/replica.conf" mode replica --yes >"$work/mode" 2>&1
+	sleep 1
+
+	# An untrusted source is closed before a byte is sent.
+	sed -i 's|^trusted_networks = .*|trusted_networks = 10.0.0.0/8|' "$work/replica.conf"
+	kill -HUP "$AGENT_PID"
+	sleep 1
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ] || ! grep -q "closed the connection" "$work/out" ||
+		! grep -q "event=ctl_reject" "$work/replica.log"; then
+		fail untrusted_closed "exit $code: $(cat "$work/out")"
+	else
+		pass untrusted_closed
+	fi
+
+	kill "$AGENT_PID"
+	wait "$AGENT_PID" 2>/dev/null
+	write_config ""
+}
+
 if ! setup >"$work/setup.log" 2>&1; then
 	fail setup "$(tail -5 "$work/setup.log")"
 	exit 1
@@ -249,4 +383,5 @@ test_reset_replica
 test_wrong_password
 test_certificate_rejected
 test_lock
+test_agents
 test_kill_resume
