@@ -215,9 +215,17 @@ start_tls(struct ctl_client *c, const struct config *cfg, struct mrerr *err)
 		return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
 				 "the replica's agent on %s sent no "
 				 "certificate", c->host);
-	return imapc_verify_certificate(chain[0].data, chain[0].size, c->host,
-					cfg->tls_ca_file, cfg->tls_fingerprint,
-					err);
+	if (imapc_verify_certificate(chain[0].data, chain[0].size, c->host,
+				     cfg->tls_ca_file, cfg->tls_fingerprint,
+				     err) < 0) {
+		char why[sizeof(err->text)];
+
+		snprintf(why, sizeof(why), "%s", err->text);
+		return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
+				 "control channel to %s:%u: %s", c->host,
+				 c->port, why);
+	}
+	return 0;
 }
 
 static int
@@ -244,6 +252,19 @@ authenticate(struct ctl_client *c, const struct config *cfg,
 			 c->host, cfg->admin_user, c->last);
 }
 
+static bool
+offers_starttls(const char *greeting)
+{
+	char *copy = xstrdup(greeting), *save = NULL;
+	bool found = false;
+
+	for (char *w = strtok_r(copy, " ", &save); w != NULL && !found;
+	     w = strtok_r(NULL, " ", &save))
+		found = strcasecmp(w, "STARTTLS") == 0;
+	free(copy);
+	return found;
+}
+
 struct ctl_client *
 ctl_client_connect(const struct config *cfg, const char *password,
 		   struct mrerr *err)
@@ -264,8 +285,18 @@ ctl_client_connect(const struct config *cfg, const char *password,
 			  c->host, c->port, greeting);
 		goto fail;
 	}
-	if (!ctl_net_host_is_loopback(c->host) && start_tls(c, cfg, err) < 0)
+	/* TLS whenever the agent offers it; off loopback it is required,
+	 * because the password follows. */
+	if (offers_starttls(greeting)) {
+		if (start_tls(c, cfg, err) < 0)
+			goto fail;
+	} else if (!ctl_net_host_is_loopback(c->host)) {
+		mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
+			  "the replica's agent on %s does not offer STARTTLS; "
+			  "set [replica] tls_cert_file and tls_key_file there",
+			  c->host);
 		goto fail;
+	}
 	if (authenticate(c, cfg, password, err) < 0)
 		goto fail;
 	return c;

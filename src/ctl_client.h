@@ -13,8 +13,9 @@
 struct ctl_client;
 
 /* Connect to [master] replica_host:control_port, read the greeting, run
- * STARTTLS unless the replica is on loopback (its certificate verified
- * like the IMAP server's, before the password is sent), and AUTH as
+ * STARTTLS when the agent offers it (required off loopback; the
+ * certificate is verified like the IMAP server's, before the password is
+ * sent), and AUTH as
  * [master] admin_user with password (borrowed). Returns a connection or
  * NULL with *err: MRERR_CONFIG for a rejected login or certificate,
  * MRERR_CONNECTION when the agent cannot be reached. */

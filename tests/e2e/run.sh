@@ -367,6 +367,29 @@ test_agents() {
 		pass untrusted_closed
 	fi
 
+	# STARTTLS on the control channel, verified like the IMAP server.
+	sed -i 's|^trusted_networks = .*|trusted_networks = 127.0.0.0/8|' "$work/replica.conf"
+	printf 'tls_cert_file = %s\ntls_key_file = %s\n' \
+		"$work/replica/server.pem" "$work/replica/server.key" >>"$work/replica.conf"
+	kill -HUP "$AGENT_PID"
+	sleep 1
+	ctl_say >"$work/ctl" 2>&1
+	if ! head -1 "$work/ctl" | grep -q STARTTLS; then
+		fail control_tls "the agent does not offer STARTTLS after the reload"
+	elif ! "$bin" -c "$conf" init --user erin >"$work/out" 2>&1; then
+		fail control_tls "init over TLS failed: $(cat "$work/out")"
+	else
+		pass control_tls
+	fi
+	E2E_CONTROL_PORT=$CTL_PORT write_config "tls_fingerprint = sha256:$(printf '%064d' 0)"
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ] || ! grep -q "control channel.*fingerprint" "$work/out"; then
+		fail control_tls_pin_mismatch "exit $code: $(cat "$work/out")"
+	else
+		pass control_tls_pin_mismatch
+	fi
+
 	kill "$AGENT_PID"
 	wait "$AGENT_PID" 2>/dev/null
 	write_config ""
