@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 struct ctl_client {
@@ -440,4 +441,49 @@ ctl_client_master_id(void)
 	}
 	host[CTL_MASTER_ID_MAX] = '\0';
 	return xstrdup(host);
+}
+
+struct ctl_client *
+ctl_client_local(const struct config *cfg, struct mrerr *err)
+{
+	struct ctl_client *c = xcalloc(1, sizeof(*c));
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	char greeting[CTL_LINE_MAX];
+
+	c->host = xstrdup(cfg->control_socket);
+	c->timeout_ms = 10000;
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s",
+		 cfg->control_socket);
+	if (c->fd < 0 ||
+	    connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		mrerr_set(err, MRERR_CONNECTION, MRERR_RETRY_LATER,
+			  "cannot reach the local agent on %s (%s); is "
+			  "mailrepld running?",
+			  cfg->control_socket, strerror(errno));
+		goto fail;
+	}
+	if (read_line(c, greeting, err) < 0)
+		goto fail;
+	if (strncmp(greeting, "OK MAILREPL ", 12) != 0) {
+		mrerr_set(err, MRERR_CONNECTION, MRERR_RETRY_LATER,
+			  "the local agent on %s refused the connection: %s",
+			  cfg->control_socket, greeting);
+		goto fail;
+	}
+	return c;
+fail:
+	ctl_client_free(&c);
+	return NULL;
+}
+
+int
+ctl_client_command(struct ctl_client *c, const char *line, struct mrerr *err)
+{
+	int r = request(c, line, NULL, NULL, err);
+
+	if (r > 0)
+		return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER, "%s",
+				 c->last);
+	return r;
 }

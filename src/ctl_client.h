@@ -21,6 +21,16 @@ struct ctl_client;
  * MRERR_CONNECTION when the agent cannot be reached. */
 struct ctl_client *ctl_client_connect(const struct config *cfg,
 				      const char *password, struct mrerr *err);
+/* Connect to the local agent's [general] control_socket, where no AUTH
+ * is needed. Returns NULL with *err (MRERR_CONNECTION when no agent
+ * runs). */
+struct ctl_client *ctl_client_local(const struct config *cfg,
+				    struct mrerr *err);
+/* Send one request line. Returns 0 for OK, or -1 with *err holding the
+ * server's final line (NO or BAD) or the I/O failure. */
+int ctl_client_command(struct ctl_client *c, const char *line,
+		       struct mrerr *err);
+
 /* Send QUIT when the connection is alive, close and free; sets *c NULL. */
 void ctl_client_free(struct ctl_client **c);
 

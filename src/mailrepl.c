@@ -5,6 +5,7 @@
 #include <config.h>
 
 #include "cfg.h"
+#include "ctl_client.h"
 #include "cfg_edit.h"
 #include "daemon.h"
 #include "log.h"
@@ -59,6 +60,8 @@ usage(FILE *out)
 		"                   to this one (asks for confirmation, or\n"
 		"                   --yes)\n"
 		"  --dry-run        change nothing, report what would be done\n"
+		"  --request        on a replica: ask its master for a new\n"
+		"                   initial replication\n"
 		"  exit codes: 0 replica equals master, 1 failed, 2 done but\n"
 		"  some messages were not replicated, 75 locked by another run\n"
 		"\n"
@@ -201,6 +204,36 @@ confirm_takeover(const struct cli *cli)
 	return yes;
 }
 
+/* init --request on a replica: ask the master, through the local agent,
+ * for a new initial replication. */
+static int
+request_init(struct cli *cli)
+{
+	struct ctl_client *c;
+	struct mrerr err;
+	int r;
+
+	if (load_config(cli) < 0)
+		return SYNC_EXIT_FAILED;
+	if (cli->cfg->mode != CFG_MODE_REPLICA) {
+		fprintf(stderr, "mailrepl init: --request is for a replica; "
+			"%s is in %s mode\n", cli->cfg->path,
+			cfg_mode_name(cli->cfg->mode));
+		return SYNC_EXIT_FAILED;
+	}
+	mrerr_clear(&err);
+	c = ctl_client_local(cli->cfg, &err);
+	r = c != NULL ? ctl_client_command(c, "INIT REQUEST", &err) : -1;
+	ctl_client_free(&c);
+	if (r < 0) {
+		fprintf(stderr, "mailrepl init: %s\n", err.text);
+		return SYNC_EXIT_FAILED;
+	}
+	printf("asked the master for a new initial replication; it sees the "
+	       "request at its next status exchange\n");
+	return SYNC_EXIT_OK;
+}
+
 static void
 print_counts(FILE *out, const struct sync_counts *c, const char *label)
 {
@@ -228,6 +261,7 @@ cmd_init(struct cli *cli, int argc, char **argv)
 		{"user", required_argument, NULL, 'u'},
 		{"reset-replica", no_argument, NULL, 'R'},
 		{"takeover", no_argument, NULL, 'T'},
+		{"request", no_argument, NULL, 'Q'},
 		{"dry-run", no_argument, NULL, 'n'},
 		{"yes", no_argument, NULL, 'y'},
 		{"help", no_argument, NULL, 'h'},
@@ -235,7 +269,7 @@ cmd_init(struct cli *cli, int argc, char **argv)
 	};
 	struct sync_options opt = {0};
 	struct sync_counts counts;
-	bool tty = isatty(STDERR_FILENO), yes = false;
+	bool tty = isatty(STDERR_FILENO), yes = false, request = false;
 	char *error = NULL;
 	int c, code;
 
@@ -249,6 +283,9 @@ cmd_init(struct cli *cli, int argc, char **argv)
 			break;
 		case 'T':
 			opt.takeover = true;
+			break;
+		case 'Q':
+			request = true;
 			break;
 		case 'n':
 			opt.dry_run = true;
@@ -268,6 +305,8 @@ cmd_init(struct cli *cli, int argc, char **argv)
 			argv[optind]);
 		return EXIT_USAGE;
 	}
+	if (request)
+		return request_init(cli);
 	if (load_config(cli) < 0 || !master_ready(cli))
 		return SYNC_EXIT_FAILED;
 	if (opt.dry_run) {

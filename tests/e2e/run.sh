@@ -367,8 +367,23 @@ test_agents() {
 		pass untrusted_closed
 	fi
 
-	# STARTTLS on the control channel, verified like the IMAP server.
 	sed -i 's|^trusted_networks = .*|trusted_networks = 127.0.0.0/8|' "$work/replica.conf"
+	kill -HUP "$AGENT_PID"
+	sleep 1
+
+	# The replica's admin asks the master for a new initial replication.
+	if ! "$bin" -c "$work/replica.conf" init --request >"$work/out" 2>&1; then
+		fail init_request "exit $?: $(cat "$work/out")"
+	else
+		ctl_say STATUS >"$work/ctl" 2>&1
+		if grep -q '^\* INIT-REQUESTED yes' "$work/ctl"; then
+			pass init_request
+		else
+			fail init_request "STATUS does not show it: $(cat "$work/ctl")"
+		fi
+	fi
+
+	# STARTTLS on the control channel, verified like the IMAP server.
 	printf 'tls_cert_file = %s\ntls_key_file = %s\n' \
 		"$work/replica/server.pem" "$work/replica/server.key" >>"$work/replica.conf"
 	kill -HUP "$AGENT_PID"
