@@ -487,3 +487,35 @@ ctl_client_command(struct ctl_client *c, const char *line, struct mrerr *err)
 				 c->last);
 	return r;
 }
+
+static void
+on_status(const char *data, void *ctx)
+{
+	bool *requested = ctx;
+
+	if (strcmp(data, "INIT-REQUESTED yes") == 0)
+		*requested = true;
+}
+
+int
+ctl_client_status(struct ctl_client *c, unsigned long long pending,
+		  unsigned long long oldest_age_s, time_t last_applied,
+		  const char *last_error, bool *init_requested_r,
+		  struct mrerr *err)
+{
+	char *quoted = ctl_proto_quote(last_error != NULL ? last_error : "");
+	char *line = xasprintf("STATUS pending=%llu oldest_age_s=%llu "
+			       "last_applied=%lld last_error=%s",
+			       pending, oldest_age_s, (long long)last_applied,
+			       quoted);
+	int r;
+
+	*init_requested_r = false;
+	r = request(c, line, on_status, init_requested_r, err);
+	free(line);
+	free(quoted);
+	if (r > 0)
+		return mrerr_set(err, MRERR_CONNECTION, MRERR_RETRY_LATER,
+				 "STATUS on %s failed: %s", c->host, c->last);
+	return r;
+}

@@ -49,6 +49,13 @@ int ctl_client_init_end(struct ctl_client *c, const char *result,
 			unsigned long long rejected, time_t finished,
 			struct mrerr *err);
 
+/* Send this master's figures with STATUS, and report whether the
+ * replica's administrator asked for a new initial replication. */
+int ctl_client_status(struct ctl_client *c, unsigned long long pending,
+		      unsigned long long oldest_age_s, time_t last_applied,
+		      const char *last_error, bool *init_requested_r,
+		      struct mrerr *err);
+
 /* This master's id on the control channel: its host name. Caller frees. */
 char *ctl_client_master_id(void);
 

@@ -11,6 +11,7 @@
 #include "ctl_server.h"
 #include "daemon.h"
 #include "log.h"
+#include "master.h"
 #include "util.h"
 
 #include <getopt.h>
@@ -27,6 +28,7 @@
 struct agent {
 	struct config *cfg; /* the configuration in effect */
 	struct ctl_server *ctl;
+	struct master *master; /* master mode only */
 	char *pidfile;
 	int ready_fd; /* start-up pipe to the parent, or -1 */
 	bool foreground;
@@ -59,14 +61,22 @@ usage(FILE *out)
 static int
 start_services(struct agent *a, const struct config *cfg, char **error_r)
 {
-	/* TODO: master mode does not watch the Maildir or start the
-	 * initial replication yet; it only serves the control socket. */
-	return ctl_server_start(cfg, &a->ctl, error_r);
+	/* TODO: master mode does not watch the Maildir yet: it runs the
+	 * initial replication and exchanges status with the replica. */
+	if (ctl_server_start(cfg, &a->ctl, error_r) < 0)
+		return -1;
+	if (cfg->mode == CFG_MODE_MASTER &&
+	    master_start(cfg, &a->master, error_r) < 0) {
+		ctl_server_stop(&a->ctl);
+		return -1;
+	}
+	return 0;
 }
 
 static void
 stop_services(struct agent *a)
 {
+	master_stop(&a->master);
 	if (a->ctl != NULL)
 		ctl_server_stop(&a->ctl);
 }
@@ -138,6 +148,12 @@ apply_config(struct agent *a, const struct config *next, char **error_r)
 {
 	if (next->mode != a->cfg->mode)
 		return change_mode(a, next, error_r);
+	/* The replication thread reads the new file when it starts. */
+	if (a->master != NULL) {
+		master_stop(&a->master);
+		if (master_start(next, &a->master, error_r) < 0)
+			return -1;
+	}
 	return ctl_server_reload(a->ctl, next, error_r);
 }
 

@@ -405,9 +405,42 @@ test_agents() {
 		pass control_tls_pin_mismatch
 	fi
 
+	test_master_agent
+
 	kill "$AGENT_PID"
 	wait "$AGENT_PID" 2>/dev/null
 	write_config ""
+}
+
+# A master agent with a fresh state store runs the initial replication by
+# itself (adopting what the replica already holds) and then reports its
+# status to the replica's agent.
+test_master_agent() {
+	local pid i
+	E2E_CONTROL_PORT=$CTL_PORT write_config ""
+	sed -e "s|^state_dir = .*|state_dir = $work/mstate|" \
+		-e "s|^log_file = .*|log_file = $work/master.log|" \
+		-e "s|^\[general\]|[general]\ncontrol_socket = $work/mrun/control.sock|" \
+		"$conf" >"$work/master.conf"
+	chmod 600 "$work/master.conf"
+	"$top/src/mailrepld" -f -c "$work/master.conf" >"$work/master.out" 2>&1 &
+	pid=$!
+	for i in $(seq 120); do
+		grep -q 'event=run_end.*result=ok' "$work/master.log" 2>/dev/null &&
+			[ -n "$(peer_field 'p["master_status"]["received"]')" ] && break
+		sleep 1
+	done
+	kill "$pid"
+	wait "$pid" 2>/dev/null
+	if ! grep -q 'event=run_end.*result=ok' "$work/master.log" 2>/dev/null; then
+		fail master_agent_init "no successful run after $i s: $(tail -3 "$work/master.log" 2>/dev/null) $(tail -3 "$work/master.out")"
+	elif [ -z "$(peer_field 'p["master_status"]["received"]')" ]; then
+		fail master_agent_status "the replica got no status: $(cat "$work/rstate/peer.json")"
+	else
+		echo "master_agent: $(grep 'event=run_end' "$work/master.log" | tail -1 | grep -o 'adopted=[0-9]*') in $i s"
+		pass master_agent_init
+		pass master_agent_status
+	fi
 }
 
 if ! setup >"$work/setup.log" 2>&1; then

@@ -1,0 +1,293 @@
+/* The master agent's replication thread. */
+#include <config.h>
+#include "master.h"
+
+#include "ctl_client.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Seconds between two status exchanges with the replica's agent. */
+#define STATUS_INTERVAL 10
+/* The longest pause between two attempts to reach the replica's agent. */
+#define BACKOFF_MAX 60
+
+struct master {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stopping;
+	pid_t child; /* a running "mailrepl init", or 0 */
+	char *config_path;
+	char *last_error;
+};
+
+static bool
+stopping(struct master *m)
+{
+	bool stop;
+
+	pthread_mutex_lock(&m->lock);
+	stop = m->stopping;
+	pthread_mutex_unlock(&m->lock);
+	return stop;
+}
+
+/* Sleep for seconds, or until master_stop() wakes the thread. */
+static void
+pause_for(struct master *m, unsigned seconds)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += seconds;
+	pthread_mutex_lock(&m->lock);
+	while (!m->stopping &&
+	       pthread_cond_timedwait(&m->wake, &m->lock, &until) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void
+set_last_error(struct master *m, const char *text)
+{
+	pthread_mutex_lock(&m->lock);
+	free(m->last_error);
+	m->last_error = text != NULL ? xstrdup(text) : NULL;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Whether no initial replication has succeeded for this state store. A
+ * run that is still going belongs to someone else and is left alone. */
+static bool
+need_init(const struct config *cfg)
+{
+	struct store *store = NULL;
+	struct store_run run;
+	char *error = NULL;
+	bool found = false, need = false;
+
+	if (store_open(cfg->state_dir, &store, &error) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "%s", error);
+		free(error);
+		return false;
+	}
+	if (store_run_last(store, "init", &run, &found) == 0) {
+		need = !found || run.result == RUN_FAILED ||
+		       run.result == RUN_INTERRUPTED;
+		if (found)
+			store_run_clear(&run);
+	}
+	store_close(&store);
+	return need;
+}
+
+/* The mailrepl command beside this program (the build tree), or the
+ * installed one. Caller frees. */
+static char *
+cli_path(void)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n > 0) {
+		char *slash, *path;
+
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash != NULL) {
+			*slash = '\0';
+			path = xasprintf("%s/mailrepl", self);
+			if (access(path, X_OK) == 0)
+				return path;
+			free(path);
+		}
+	}
+	return xstrdup(BINDIR "/mailrepl");
+}
+
+/* Run "mailrepl -c FILE init" as a child process, so that stopping the
+ * agent can end it with SIGTERM; a run ended that way resumes later. */
+static void
+run_init(struct master *m, const char *reason)
+{
+	char *cli = cli_path();
+	int status = 0;
+	pid_t pid;
+
+	log_msg(LOG_LVL_INFO, "init_start", "starting the initial "
+		"replication (%s)", reason);
+	pid = fork();
+	if (pid == 0) {
+		sigset_t none;
+
+		sigemptyset(&none);
+		pthread_sigmask(SIG_SETMASK, &none, NULL);
+		execl(cli, "mailrepl", "-c", m->config_path, "init",
+		      (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "cannot start %s: %s", cli,
+			strerror(errno));
+		free(cli);
+		return;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->child = pid;
+	pthread_mutex_unlock(&m->lock);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	pthread_mutex_lock(&m->lock);
+	m->child = 0;
+	pthread_mutex_unlock(&m->lock);
+
+	log_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? LOG_LVL_INFO
+							      : LOG_LVL_WARN,
+		"init_end", "%s exited with %d", cli,
+		WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	free(cli);
+}
+
+/* One connection's life: bind, then initial replication when needed and
+ * status exchanges until the connection fails or the agent stops.
+ * Returns false when the replica refused this master. */
+static bool
+serve_replica(struct master *m, const struct config *cfg,
+	      struct ctl_client *ctl)
+{
+	char *id = ctl_client_master_id();
+	bool requested = false;
+	struct mrerr err;
+
+	mrerr_clear(&err);
+	if (ctl_client_bind(ctl, id, false, &err) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "%s", err.text);
+		set_last_error(m, err.text);
+		free(id);
+		return false;
+	}
+	free(id);
+	while (!stopping(m)) {
+		char *last;
+		int r;
+
+		if (requested || need_init(cfg))
+			run_init(m, requested ? "requested by the replica"
+					      : "none has succeeded yet");
+		if (stopping(m))
+			break;
+		pthread_mutex_lock(&m->lock);
+		last = m->last_error != NULL ? xstrdup(m->last_error) : NULL;
+		pthread_mutex_unlock(&m->lock);
+		/* TODO: report pending changes once running replication is
+		 * built; until then nothing is ever pending. */
+		r = ctl_client_status(ctl, 0, 0, 0, last, &requested, &err);
+		free(last);
+		if (r < 0) {
+			log_msg(LOG_LVL_WARN, "peer_down", "%s", err.text);
+			break;
+		}
+		if (!requested)
+			pause_for(m, STATUS_INTERVAL);
+	}
+	return true;
+}
+
+static void *
+master_main(void *arg)
+{
+	struct master *m = arg;
+	struct config *cfg = NULL;
+	char *error = NULL;
+	unsigned backoff = 1;
+
+	if (config_load(m->config_path, &cfg, &error) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "%s", error);
+		free(error);
+		return NULL;
+	}
+	/* Without a control channel there is nobody to ask: run the
+	 * initial replication when it is needed, and look again later. */
+	while (cfg->control_port == 0 && !stopping(m)) {
+		if (need_init(cfg))
+			run_init(m, "none has succeeded yet");
+		pause_for(m, BACKOFF_MAX);
+	}
+	while (!stopping(m)) {
+		struct mrerr err;
+		struct ctl_client *ctl;
+
+		mrerr_clear(&err);
+		ctl = ctl_client_connect(cfg, cfg->admin_password, &err);
+		if (ctl == NULL) {
+			log_msg(LOG_LVL_WARN, "peer_down", "%s; retrying in "
+				"%u s", err.text, backoff);
+			set_last_error(m, err.text);
+			pause_for(m, backoff);
+			backoff = backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX
+							    : backoff * 2;
+			continue;
+		}
+		log_msg(LOG_LVL_INFO, "peer_up", "connected to the replica's "
+			"agent on %s:%u", cfg->replica_host, cfg->control_port);
+		backoff = 1;
+		if (!serve_replica(m, cfg, ctl))
+			pause_for(m, BACKOFF_MAX);
+		ctl_client_free(&ctl);
+	}
+	config_free(&cfg);
+	return NULL;
+}
+
+int
+master_start(const struct config *cfg, struct master **master_r,
+	     char **error_r)
+{
+	struct master *m = xcalloc(1, sizeof(*m));
+
+	m->config_path = xstrdup(cfg->path);
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->wake, NULL);
+	if (pthread_create(&m->thread, NULL, master_main, m) != 0) {
+		*error_r = xstrdup("cannot start the replication thread");
+		free(m->config_path);
+		free(m);
+		return -1;
+	}
+	*master_r = m;
+	return 0;
+}
+
+void
+master_stop(struct master **mp)
+{
+	struct master *m = *mp;
+
+	if (m == NULL)
+		return;
+	pthread_mutex_lock(&m->lock);
+	m->stopping = true;
+	if (m->child > 0)
+		kill(m->child, SIGTERM);
+	pthread_cond_broadcast(&m->wake);
+	pthread_mutex_unlock(&m->lock);
+	pthread_join(m->thread, NULL);
+	pthread_mutex_destroy(&m->lock);
+	pthread_cond_destroy(&m->wake);
+	free(m->config_path);
+	free(m->last_error);
+	free(m);
+	*mp = NULL;
+}
