@@ -583,6 +583,16 @@ ctl_server_reload(struct ctl_server *server, const struct config *cfg,
 }
 
 void
+ctl_server_set_holds_mail(struct ctl_server *server, ctl_holds_mail_fn fn,
+			  void *context)
+{
+	pthread_mutex_lock(&server->ctx.lock);
+	server->ctx.holds_mail = fn;
+	server->ctx.holds_mail_context = context;
+	pthread_mutex_unlock(&server->ctx.lock);
+}
+
+void
 ctl_server_stop(struct ctl_server **server)
 {
 	struct ctl_server *srv = *server;

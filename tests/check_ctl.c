@@ -661,6 +661,43 @@ START_TEST(loopback_dialog_rules)
 }
 END_TEST
 
+static int
+holds_mail_no(void *context)
+{
+	return 0;
+}
+
+static int
+holds_mail_failed(void *context)
+{
+	return -1;
+}
+
+START_TEST(holds_mail_hook_answers)
+{
+	char *dir = tu_tempdir("ctldisp");
+	struct ctl_ctx ctx;
+	struct ctl_session s;
+
+	ctx_setup(&ctx, dir, false);
+	ctl_session_init(&s, &ctx, -1, CTL_TRANSPORT_LOCAL, "local", true);
+	s.write_fn = capture_write;
+	ck_assert_str_eq(run_line(&s, "BIND m1"), "OK bound\r\n");
+	ck_assert_str_eq(run_line(&s, "INIT BEGIN m1"),
+			 "* HOLDS-MAIL unknown\r\nOK INIT BEGIN recorded\r\n");
+	ctx.holds_mail = holds_mail_no;
+	ck_assert_str_eq(run_line(&s, "INIT BEGIN m1"),
+			 "* HOLDS-MAIL no\r\nOK INIT BEGIN recorded\r\n");
+	ctx.holds_mail = holds_mail_failed;
+	ck_assert_str_eq(run_line(&s, "INIT BEGIN m1"),
+			 "* HOLDS-MAIL unknown\r\nOK INIT BEGIN recorded\r\n");
+	ctl_session_deinit(&s);
+	ctx_teardown(&ctx);
+	tu_rmrf(dir);
+	free(dir);
+}
+END_TEST
+
 /* The idle timeout ends a session that receives nothing. */
 START_TEST(session_idle_timeout)
 {
@@ -1070,11 +1107,19 @@ member(struct json_object *obj, const char *key)
 	return v;
 }
 
+static int
+holds_mail_counted(void *context)
+{
+	++*(int *)context;
+	return 1;
+}
+
 START_TEST(server_bind_init_status)
 {
 	struct fixture f;
 	struct client c, d;
 	struct json_object *peer, *end, *status;
+	int hook_calls = 0;
 
 	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
 	client_tcp(&c, f.port);
@@ -1087,9 +1132,11 @@ START_TEST(server_bind_init_status)
 	expect(&c, "* BOUND master-a");
 	expect(&c, "OK MODE completed");
 
+	ctl_server_set_holds_mail(f.server, holds_mail_counted, &hook_calls);
 	client_send(&c, "INIT BEGIN master-a");
-	expect(&c, "* HOLDS-MAIL unknown");
+	expect(&c, "* HOLDS-MAIL yes");
 	expect(&c, "OK INIT BEGIN recorded");
+	ck_assert_int_eq(hook_calls, 1);
 	request(&c,
 		"INIT END result=rejected messages=120 bytes=4096 "
 		"rejected=2 finished=1700000000",
@@ -1313,13 +1360,11 @@ START_TEST(server_standalone_local_only)
 
 	tu_write_file(conf_path, conf, strlen(conf), 0600);
 	ck_assert_msg(config_load(conf_path, &cfg, &error) == 0, "%s", error);
-	ck_assert_msg(ctl_server_start(cfg, &server, &error) == 0, "%s",
-		      error);
+	ck_assert_msg(ctl_server_start(cfg, &server, &error) == 0, "%s", error);
 
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)),
-			 -1);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), -1);
 	ck_assert_int_eq(errno, ECONNREFUSED);
 	close(fd);
 
@@ -1511,6 +1556,7 @@ ctl_suite(void)
 	tcase_add_test(proto, auth_needs_tls_off_loopback);
 	tcase_add_test(proto, loopback_dialog_rules);
 	tcase_add_test(proto, session_idle_timeout);
+	tcase_add_test(proto, holds_mail_hook_answers);
 	suite_add_tcase(s, proto);
 
 	tcase_add_loop_test(net, addr_table, 0,
