@@ -429,8 +429,8 @@ parse_fields(const struct ctl_request *req, size_t first,
 	return NULL;
 }
 
-/* The hook's answer as the protocol word. The hook runs without the
- * context lock because it may take long. */
+/* Run the HOLDS-MAIL hook and return its result as the protocol word.
+ * The hook runs without the context lock because it may take long. */
 static const char *
 holds_mail(struct ctl_session *s)
 {

@@ -24,7 +24,7 @@ int ctl_server_start(const struct config *cfg, struct ctl_server **server_r,
  * connections. Returns 0, or -1 with *error_r (the old settings stay). */
 int ctl_server_reload(struct ctl_server *server, const struct config *cfg,
 		      char **error_r);
-/* Report for INIT BEGIN whether the replica holds mail already: return
+/* Report for INIT BEGIN whether the replica stores mail already: return
  * 1 (yes), 0 (no) or -1 (unknown). Called on a connection thread, so it
  * must be thread-safe; context is passed through. */
 typedef int (*ctl_holds_mail_fn)(void *context);
