@@ -58,7 +58,7 @@ struct ctl_ctx {
 	ctl_holds_mail_fn holds_mail; /* NULL: report "unknown" */
 	void *holds_mail_context;
 	unsigned idle_timeout_s;
-	unsigned max_connections;
+	unsigned max_connections; /* per transport */
 	struct ctl_session **sessions; /* running, for shutdown */
 	size_t session_count, session_cap;
 	bool stopping;

@@ -1331,6 +1331,11 @@ START_TEST(server_connection_limit)
 	expect_eof(&extra);
 	client_close(&extra);
 
+	/* The local socket has its own limit. */
+	client_unix(&extra, f.socket_path);
+	expect(&extra, "OK MAILREPL 1 replica");
+	client_close(&extra);
+
 	server_stop(&f);
 	for (size_t i = 0; i < CTL_MAX_CONNECTIONS; i++) {
 		expect_eof(&clients[i]);
