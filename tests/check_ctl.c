@@ -1344,6 +1344,39 @@ START_TEST(server_connection_limit)
 }
 END_TEST
 
+/* A second agent with the same socket or port fails to start and
+ * leaves the first one serving. */
+START_TEST(server_second_start_fails)
+{
+	struct fixture f;
+	struct ctl_server *second = NULL;
+	struct client c;
+	char *error = NULL;
+	char *other_socket;
+
+	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
+	ck_assert_int_eq(ctl_server_start(f.cfg, &second, &error), -1);
+	ck_assert_ptr_null(second);
+	ck_assert_msg(strstr(error, "in use by a running agent") != NULL, "%s",
+		      error);
+	free(error);
+	error = NULL;
+
+	other_socket = xasprintf("%s/other.sock", f.dir);
+	free(f.cfg->control_socket);
+	f.cfg->control_socket = other_socket;
+	ck_assert_int_eq(ctl_server_start(f.cfg, &second, &error), -1);
+	ck_assert_msg(strstr(error, "127.0.0.1:") != NULL, "%s", error);
+	ck_assert_int_eq(access(other_socket, F_OK), -1);
+	free(error);
+
+	client_unix(&c, f.socket_path);
+	expect(&c, "OK MAILREPL 1 replica");
+	client_close(&c);
+	server_stop(&f);
+}
+END_TEST
+
 /* Outside replica mode only the local socket listens. */
 START_TEST(server_standalone_local_only)
 {
@@ -1581,6 +1614,7 @@ ctl_suite(void)
 	tcase_add_test(local, server_bad_cert_fails_start);
 	tcase_add_test(local, server_connection_limit);
 	tcase_add_test(local, server_standalone_local_only);
+	tcase_add_test(local, server_second_start_fails);
 	tcase_add_test(local, server_local_socket_other_uid);
 	suite_add_tcase(s, local);
 
