@@ -282,6 +282,99 @@ START_TEST(kv_and_master_id)
 }
 END_TEST
 
+struct response_case {
+	const char *line;
+	int ret;
+	enum ctl_resp_kind kind;
+	const char *code, *text, *name;
+	size_t argc;
+	const char *args[3];
+};
+
+static const struct response_case response_cases[] = {
+	{"OK MAILREPL 1 replica",
+	 0,
+	 CTL_RESP_OK,
+	 NULL,
+	 "MAILREPL 1 replica",
+	 NULL,
+	 0,
+	 {NULL}},
+	{"OK", 0, CTL_RESP_OK, NULL, "", NULL, 0, {NULL}},
+	{"NO [VERSION 1] version 2 is not supported",
+	 0,
+	 CTL_RESP_NO,
+	 "VERSION 1",
+	 "version 2 is not supported",
+	 NULL,
+	 0,
+	 {NULL}},
+	{"NO [AUTH]", 0, CTL_RESP_NO, "AUTH", "", NULL, 0, {NULL}},
+	{"BAD line too long",
+	 0,
+	 CTL_RESP_BAD,
+	 NULL,
+	 "line too long",
+	 NULL,
+	 0,
+	 {NULL}},
+	{"* HOLDS-MAIL unknown",
+	 0,
+	 CTL_RESP_DATA,
+	 NULL,
+	 NULL,
+	 "HOLDS-MAIL",
+	 1,
+	 {"unknown"}},
+	{"* MASTER-STATUS pending=3 last_error=\"disk full\"",
+	 0,
+	 CTL_RESP_DATA,
+	 NULL,
+	 NULL,
+	 "MASTER-STATUS",
+	 2,
+	 {"pending=3", "last_error=disk full"}},
+	{"* MODE", 0, CTL_RESP_DATA, NULL, NULL, "MODE", 0, {NULL}},
+	{"*", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"* ", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"* A_B x", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"OKAY", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"ok fine", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"NO [AUTH needs", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"NO [] x", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"* STATUS \"open", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"OK \x01", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+};
+
+START_TEST(response_table)
+{
+	const struct response_case *c = &response_cases[_i];
+	struct ctl_response resp;
+	const char *error = NULL;
+	int ret = ctl_proto_parse_response(c->line, strlen(c->line), &resp,
+					   &error);
+
+	ck_assert_msg(ret == c->ret, "case %d returned %d", _i, ret);
+	if (ret < 0) {
+		ck_assert_ptr_nonnull(error);
+		return;
+	}
+	ck_assert_int_eq(resp.kind, c->kind);
+	if (c->code != NULL)
+		ck_assert_str_eq(resp.code, c->code);
+	else
+		ck_assert_ptr_null(resp.code);
+	if (c->text != NULL)
+		ck_assert_str_eq(resp.text, c->text);
+	if (c->name != NULL)
+		ck_assert_str_eq(resp.name, c->name);
+	ck_assert_uint_eq(resp.argc, c->argc);
+	for (size_t i = 0; i < c->argc; i++)
+		ck_assert_str_eq(resp.argv[i], c->args[i]);
+	ctl_response_clear(&resp);
+}
+END_TEST
+
 /* ---- addresses ---- */
 
 static void
@@ -878,6 +971,19 @@ client_send(struct client *c, const char *line)
 	free(text);
 }
 
+/* Every line the server sends must follow the response grammar. */
+static void
+check_response_grammar(const char *line)
+{
+	struct ctl_response resp;
+	const char *error = NULL;
+
+	ck_assert_msg(ctl_proto_parse_response(line, strlen(line), &resp,
+					       &error) == 0,
+		      "server sent \"%s\": %s", line, error);
+	ctl_response_clear(&resp);
+}
+
 /* Read one line without CRLF; NULL at EOF. Caller frees. */
 static char *
 client_line(struct client *c)
@@ -894,6 +1000,7 @@ client_line(struct client *c)
 
 			memmove(c->buf, lf + 1, c->len - len - 1);
 			c->len -= len + 1;
+			check_response_grammar(line);
 			return line;
 		}
 		n = c->tls != NULL ? gnutls_record_recv(c->tls, c->buf + c->len,
@@ -1586,6 +1693,8 @@ ctl_suite(void)
 	tcase_add_loop_test(proto, parse_table, 0,
 			    sizeof(parse_cases) / sizeof(parse_cases[0]));
 	tcase_add_test(proto, find_line_cases);
+	tcase_add_loop_test(proto, response_table, 0,
+			    sizeof(response_cases) / sizeof(response_cases[0]));
 	tcase_add_loop_test(proto, plain_table, 0,
 			    sizeof(plain_cases) / sizeof(plain_cases[0]));
 	tcase_add_test(proto, plain_encode_roundtrip);
