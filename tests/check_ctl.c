@@ -1100,12 +1100,26 @@ START_TEST(server_untrusted_peer)
 {
 	struct fixture f;
 	struct client c;
+	char *log_path, *log, *error = NULL;
 	char byte;
 
 	server_start(&f, "trusted_networks = 10.0.0.0/8, fc00::/7\n");
+	log_path = xasprintf("%s/ctl.log", f.dir);
+	ck_assert_msg(log_open(log_path, false, "check_ctl", &error) == 0,
+		      "%s", error);
 	client_tcp(&c, f.port);
 	ck_assert_int_eq(recv(c.fd, &byte, 1, 0), 0);
 	client_close(&c);
+
+	ctl_server_stop(&f.server);
+	log_close();
+	log = tu_read_file(log_path, NULL);
+	ck_assert_ptr_nonnull(log);
+	ck_assert_ptr_nonnull(strstr(log, "event=ctl_reject peer=127.0.0.1 "
+					  "reason=untrusted"));
+	ck_assert_ptr_null(strstr(log, "event=ctl_open"));
+	free(log);
+	free(log_path);
 	server_stop(&f);
 }
 END_TEST
