@@ -20,10 +20,17 @@ static struct ctl_ctx ctx;
 static int
 discard(struct ctl_session *s, const char *text, size_t len)
 {
-	/* Every response line ends in CRLF and has no other line end. */
+	struct ctl_response resp;
+	const char *error;
+
+	/* Every response line ends in CRLF, has no other line end, and
+	 * follows the response grammar. */
 	if (len < 2 || text[len - 2] != '\r' || text[len - 1] != '\n' ||
 	    memchr(text, '\n', len - 1) != NULL)
 		abort();
+	if (ctl_proto_parse_response(text, len - 2, &resp, &error) < 0)
+		abort();
+	ctl_response_clear(&resp);
 	return 0;
 }
 
@@ -84,6 +91,10 @@ parse_only(const char *line, size_t len)
 	const char *error;
 	char *z, *u, *p;
 
+	struct ctl_response resp;
+
+	if (ctl_proto_parse_response(line, len, &resp, &error) == 0)
+		ctl_response_clear(&resp);
 	if (ctl_proto_parse(line, len, &req, &error) < 0)
 		return;
 	for (size_t i = 0; i < req.argc; i++) {

@@ -429,6 +429,25 @@ parse_fields(const struct ctl_request *req, size_t first,
 	return NULL;
 }
 
+/* Run the HOLDS-MAIL hook and return its result as the protocol word.
+ * The hook runs without the context lock because it may take long. */
+static const char *
+holds_mail(struct ctl_session *s)
+{
+	ctl_holds_mail_fn fn;
+	void *context;
+	int holds;
+
+	pthread_mutex_lock(&s->ctx->lock);
+	fn = s->ctx->holds_mail;
+	context = s->ctx->holds_mail_context;
+	pthread_mutex_unlock(&s->ctx->lock);
+	if (fn == NULL)
+		return "unknown";
+	holds = fn(context);
+	return holds > 0 ? "yes" : holds == 0 ? "no" : "unknown";
+}
+
 static void
 init_begin(struct ctl_session *s, const struct ctl_request *req)
 {
@@ -461,10 +480,8 @@ init_begin(struct ctl_session *s, const struct ctl_request *req)
 	 * cleared. */
 	json_object_object_del(peer, "init_requested");
 	saved = peer_end(s, peer, true);
-	/* TODO: HOLDS-MAIL is always "unknown"; checking would need every
-	 * user's mailboxes on the replica's IMAP server. */
 	if (saved == 0)
-		ctl_session_send(s, "* HOLDS-MAIL unknown");
+		ctl_session_send(s, "* HOLDS-MAIL %s", holds_mail(s));
 	reply_saved(s, saved, "INIT BEGIN recorded");
 }
 

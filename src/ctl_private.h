@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "cfg.h"
+#include "ctl_server.h"
 #include "ctl_net.h"
 #include "ctl_proto.h"
 
@@ -54,8 +55,10 @@ struct ctl_ctx {
 	struct ctl_settings *settings;
 	struct ctl_ratelimit rate;
 	ctl_password_check_fn check_password;
+	ctl_holds_mail_fn holds_mail; /* NULL: report "unknown" */
+	void *holds_mail_context;
 	unsigned idle_timeout_s;
-	unsigned max_connections;
+	unsigned max_connections; /* per transport */
 	struct ctl_session **sessions; /* running, for shutdown */
 	size_t session_count, session_cap;
 	bool stopping;

@@ -186,6 +186,29 @@ read_word(const char *line, size_t len, size_t *pos, struct ctl_request *req)
 	return NULL;
 }
 
+/* Read the arguments from line[pos] to the end into argv (at most max).
+ * Returns NULL or the BAD text. */
+static const char *
+read_args(const char *line, size_t len, size_t pos, char **argv, size_t max,
+	  size_t *argc)
+{
+	const char *error = NULL;
+
+	while (error == NULL && pos < len) {
+		/* Runs of spaces separate arguments as one space does. */
+		while (pos < len && line[pos] == ' ')
+			pos++;
+		if (pos == len)
+			break;
+		if (*argc == max)
+			return "too many arguments";
+		error = read_arg(line, len, &pos, &argv[*argc]);
+		if (error == NULL)
+			(*argc)++;
+	}
+	return error;
+}
+
 int
 ctl_proto_parse(const char *line, size_t len, struct ctl_request *req_r,
 		const char **error_r)
@@ -197,20 +220,9 @@ ctl_proto_parse(const char *line, size_t len, struct ctl_request *req_r,
 	error = check_line_bytes(line, len);
 	if (error == NULL)
 		error = read_word(line, len, &pos, req_r);
-	while (error == NULL && pos < len) {
-		/* Runs of spaces separate arguments as one space does. */
-		while (pos < len && line[pos] == ' ')
-			pos++;
-		if (pos == len)
-			break;
-		if (req_r->argc == CTL_ARGS_MAX) {
-			error = "too many arguments";
-			break;
-		}
-		error = read_arg(line, len, &pos, &req_r->argv[req_r->argc]);
-		if (error == NULL)
-			req_r->argc++;
-	}
+	if (error == NULL)
+		error = read_args(line, len, pos, req_r->argv, CTL_ARGS_MAX,
+				  &req_r->argc);
 	if (error != NULL) {
 		ctl_request_clear(req_r);
 		*error_r = error;
@@ -226,6 +238,111 @@ ctl_request_clear(struct ctl_request *req)
 	for (size_t i = 0; i < req->argc; i++)
 		xfree(&req->argv[i]);
 	memset(req, 0, sizeof(*req));
+}
+
+static const struct {
+	const char *word;
+	enum ctl_resp_kind kind;
+} final_words[] = {
+	{"OK", CTL_RESP_OK},
+	{"NO", CTL_RESP_NO},
+	{"BAD", CTL_RESP_BAD},
+};
+
+/* Parse "[CODE args] text" after a final word; rest may be empty. */
+static const char *
+read_final(const char *rest, size_t len, struct ctl_response *resp)
+{
+	const char *close;
+
+	if (len > 0 && rest[0] == '[') {
+		close = memchr(rest, ']', len);
+		if (close == NULL || close == rest + 1)
+			return "invalid response code";
+		resp->code = xstrndup(rest + 1, close - rest - 1);
+		len -= close + 1 - rest;
+		rest = close + 1;
+		if (len > 0 && rest[0] == ' ') {
+			rest++;
+			len--;
+		}
+	}
+	resp->text = xstrndup(rest, len);
+	return NULL;
+}
+
+static bool
+is_name_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	       (c >= '0' && c <= '9') || c == '-';
+}
+
+/* Parse "* NAME args" from line[2]. */
+static const char *
+read_data(const char *line, size_t len, struct ctl_response *resp)
+{
+	size_t name_len = 0;
+
+	/* line is not NUL-terminated, so strspn() cannot be used. */
+	while (2 + name_len < len && is_name_char(line[2 + name_len]))
+		name_len++;
+	if (name_len == 0 || (2 + name_len < len && line[2 + name_len] != ' '))
+		return "invalid data line name";
+	resp->kind = CTL_RESP_DATA;
+	resp->name = xstrndup(line + 2, name_len);
+	return read_args(line, len, 2 + name_len, resp->argv, CTL_RESP_ARGS_MAX,
+			 &resp->argc);
+}
+
+/* Parse a final line: its word, then a space or the end of the line. */
+static const char *
+read_final_line(const char *line, size_t len, struct ctl_response *resp)
+{
+	for (size_t i = 0; i < sizeof(final_words) / sizeof(final_words[0]);
+	     i++) {
+		size_t n = strlen(final_words[i].word);
+
+		if (len < n || memcmp(line, final_words[i].word, n) != 0 ||
+		    (len > n && line[n] != ' '))
+			continue;
+		resp->kind = final_words[i].kind;
+		if (len > n)
+			n++;
+		return read_final(line + n, len - n, resp);
+	}
+	return "a response line starts with \"* \", OK, NO or BAD";
+}
+
+int
+ctl_proto_parse_response(const char *line, size_t len,
+			 struct ctl_response *resp_r, const char **error_r)
+{
+	const char *error;
+
+	memset(resp_r, 0, sizeof(*resp_r));
+	error = check_line_bytes(line, len);
+	if (error == NULL && len >= 2 && line[0] == '*' && line[1] == ' ')
+		error = read_data(line, len, resp_r);
+	else if (error == NULL)
+		error = read_final_line(line, len, resp_r);
+	if (error != NULL) {
+		ctl_response_clear(resp_r);
+		*error_r = error;
+		return -1;
+	}
+	return 0;
+}
+
+void
+ctl_response_clear(struct ctl_response *resp)
+{
+	xfree(&resp->code);
+	xfree(&resp->text);
+	xfree(&resp->name);
+	for (size_t i = 0; i < resp->argc; i++)
+		xfree(&resp->argv[i]);
+	memset(resp, 0, sizeof(*resp));
 }
 
 bool

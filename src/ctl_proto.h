@@ -53,6 +53,32 @@ int ctl_proto_parse(const char *line, size_t len, struct ctl_request *req_r,
 		    const char **error_r);
 void ctl_request_clear(struct ctl_request *req);
 
+/* Maximum number of arguments of a data line that a client accepts;
+ * larger than CTL_ARGS_MAX so that a newer server may add fields. */
+#define CTL_RESP_ARGS_MAX 32
+
+enum ctl_resp_kind { CTL_RESP_DATA, CTL_RESP_OK, CTL_RESP_NO, CTL_RESP_BAD };
+
+/* One parsed response line, for clients. Strings are owned by the
+ * struct; free them with ctl_response_clear. */
+struct ctl_response {
+	enum ctl_resp_kind kind;
+	/* Final lines (OK, NO, BAD): */
+	char *code; /* inside the brackets, e.g. "VERSION 1"; NULL if none */
+	char *text; /* after the code; "" when there is none */
+	/* Data lines ("* NAME args"): */
+	char *name;
+	size_t argc;
+	char *argv[CTL_RESP_ARGS_MAX]; /* decoded as request arguments */
+};
+
+/* Parse one response line without its line end; like ctl_proto_parse,
+ * it accepts any bytes. Returns 0 with *resp_r filled, or -1 with
+ * *error_r a static text and *resp_r cleared. */
+int ctl_proto_parse_response(const char *line, size_t len,
+			     struct ctl_response *resp_r, const char **error_r);
+void ctl_response_clear(struct ctl_response *resp);
+
 /* The name of cmd as sent on the wire ("CAPA"), "" for unknown. */
 const char *ctl_cmd_name(enum ctl_cmd cmd);
 

@@ -128,15 +128,28 @@ ctl_check_password_imap(const struct ctl_settings *settings,
 					 : CTL_AUTH_UNAVAILABLE;
 }
 
+static size_t
+count_sessions(const struct ctl_ctx *ctx, enum ctl_transport transport)
+{
+	size_t count = 0;
+
+	for (size_t i = 0; i < ctx->session_count; i++)
+		if (ctx->sessions[i]->transport == transport)
+			count++;
+	return count;
+}
+
 /* Session registry: the list lets ctl_server_stop() end every
- * connection. */
+ * connection. Each transport has its own limit, so that TCP peers
+ * cannot lock the local administrator out. */
 static bool
 register_session(struct ctl_ctx *ctx, struct ctl_session *s)
 {
 	bool ok = false;
 
 	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->stopping && ctx->session_count < ctx->max_connections) {
+	if (!ctx->stopping &&
+	    count_sessions(ctx, s->transport) < ctx->max_connections) {
 		ctx->sessions =
 			xgrow(ctx->sessions, &ctx->session_cap,
 			      ctx->session_count + 1, sizeof(*ctx->sessions));
@@ -580,6 +593,16 @@ ctl_server_reload(struct ctl_server *server, const struct config *cfg,
 		"control server settings "
 		"reloaded");
 	return 0;
+}
+
+void
+ctl_server_set_holds_mail(struct ctl_server *server, ctl_holds_mail_fn fn,
+			  void *context)
+{
+	pthread_mutex_lock(&server->ctx.lock);
+	server->ctx.holds_mail = fn;
+	server->ctx.holds_mail_context = context;
+	pthread_mutex_unlock(&server->ctx.lock);
 }
 
 void

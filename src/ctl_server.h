@@ -24,6 +24,15 @@ int ctl_server_start(const struct config *cfg, struct ctl_server **server_r,
  * connections. Returns 0, or -1 with *error_r (the old settings stay). */
 int ctl_server_reload(struct ctl_server *server, const struct config *cfg,
 		      char **error_r);
+/* Report for INIT BEGIN whether the replica stores mail already: return
+ * 1 (yes), 0 (no) or -1 (unknown). Called on a connection thread, so it
+ * must be thread-safe; context is passed through. */
+typedef int (*ctl_holds_mail_fn)(void *context);
+/* Set the INIT BEGIN check; without one (or with fn NULL) the replica
+ * reports "unknown". Call it before connections arrive or at any time:
+ * the next INIT BEGIN uses the new check. */
+void ctl_server_set_holds_mail(struct ctl_server *server, ctl_holds_mail_fn fn,
+			       void *context);
 /* Close the listeners, end every connection, join the threads and free
  * the server; sets *server to NULL. */
 void ctl_server_stop(struct ctl_server **server);

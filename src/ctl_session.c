@@ -281,8 +281,13 @@ ctl_session_run(struct ctl_session *s)
 {
 	char *capa = ctl_session_capabilities(s);
 	const char *reason = NULL;
+	struct logline *line = log_begin(LOG_LVL_INFO, "ctl_open");
 	ssize_t n;
 
+	log_str(line, "peer", s->peer);
+	log_str(line, "transport",
+		s->transport == CTL_TRANSPORT_TCP ? "tcp" : "local");
+	log_end(line);
 	if (ctl_session_send(s, "OK %s", capa) < 0)
 		reason = "write_failed";
 	free(capa);

@@ -282,6 +282,99 @@ START_TEST(kv_and_master_id)
 }
 END_TEST
 
+struct response_case {
+	const char *line;
+	int ret;
+	enum ctl_resp_kind kind;
+	const char *code, *text, *name;
+	size_t argc;
+	const char *args[3];
+};
+
+static const struct response_case response_cases[] = {
+	{"OK MAILREPL 1 replica",
+	 0,
+	 CTL_RESP_OK,
+	 NULL,
+	 "MAILREPL 1 replica",
+	 NULL,
+	 0,
+	 {NULL}},
+	{"OK", 0, CTL_RESP_OK, NULL, "", NULL, 0, {NULL}},
+	{"NO [VERSION 1] version 2 is not supported",
+	 0,
+	 CTL_RESP_NO,
+	 "VERSION 1",
+	 "version 2 is not supported",
+	 NULL,
+	 0,
+	 {NULL}},
+	{"NO [AUTH]", 0, CTL_RESP_NO, "AUTH", "", NULL, 0, {NULL}},
+	{"BAD line too long",
+	 0,
+	 CTL_RESP_BAD,
+	 NULL,
+	 "line too long",
+	 NULL,
+	 0,
+	 {NULL}},
+	{"* HOLDS-MAIL unknown",
+	 0,
+	 CTL_RESP_DATA,
+	 NULL,
+	 NULL,
+	 "HOLDS-MAIL",
+	 1,
+	 {"unknown"}},
+	{"* MASTER-STATUS pending=3 last_error=\"disk full\"",
+	 0,
+	 CTL_RESP_DATA,
+	 NULL,
+	 NULL,
+	 "MASTER-STATUS",
+	 2,
+	 {"pending=3", "last_error=disk full"}},
+	{"* MODE", 0, CTL_RESP_DATA, NULL, NULL, "MODE", 0, {NULL}},
+	{"*", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"* ", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"* A_B x", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"OKAY", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"ok fine", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"NO [AUTH needs", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"NO [] x", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"* STATUS \"open", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+	{"OK \x01", -1, 0, NULL, NULL, NULL, 0, {NULL}},
+};
+
+START_TEST(response_table)
+{
+	const struct response_case *c = &response_cases[_i];
+	struct ctl_response resp;
+	const char *error = NULL;
+	int ret = ctl_proto_parse_response(c->line, strlen(c->line), &resp,
+					   &error);
+
+	ck_assert_msg(ret == c->ret, "case %d returned %d", _i, ret);
+	if (ret < 0) {
+		ck_assert_ptr_nonnull(error);
+		return;
+	}
+	ck_assert_int_eq(resp.kind, c->kind);
+	if (c->code != NULL)
+		ck_assert_str_eq(resp.code, c->code);
+	else
+		ck_assert_ptr_null(resp.code);
+	if (c->text != NULL)
+		ck_assert_str_eq(resp.text, c->text);
+	if (c->name != NULL)
+		ck_assert_str_eq(resp.name, c->name);
+	ck_assert_uint_eq(resp.argc, c->argc);
+	for (size_t i = 0; i < c->argc; i++)
+		ck_assert_str_eq(resp.argv[i], c->args[i]);
+	ctl_response_clear(&resp);
+}
+END_TEST
+
 /* ---- addresses ---- */
 
 static void
@@ -661,6 +754,43 @@ START_TEST(loopback_dialog_rules)
 }
 END_TEST
 
+static int
+holds_mail_no(void *context)
+{
+	return 0;
+}
+
+static int
+holds_mail_failed(void *context)
+{
+	return -1;
+}
+
+START_TEST(holds_mail_hook_answers)
+{
+	char *dir = tu_tempdir("ctldisp");
+	struct ctl_ctx ctx;
+	struct ctl_session s;
+
+	ctx_setup(&ctx, dir, false);
+	ctl_session_init(&s, &ctx, -1, CTL_TRANSPORT_LOCAL, "local", true);
+	s.write_fn = capture_write;
+	ck_assert_str_eq(run_line(&s, "BIND m1"), "OK bound\r\n");
+	ck_assert_str_eq(run_line(&s, "INIT BEGIN m1"),
+			 "* HOLDS-MAIL unknown\r\nOK INIT BEGIN recorded\r\n");
+	ctx.holds_mail = holds_mail_no;
+	ck_assert_str_eq(run_line(&s, "INIT BEGIN m1"),
+			 "* HOLDS-MAIL no\r\nOK INIT BEGIN recorded\r\n");
+	ctx.holds_mail = holds_mail_failed;
+	ck_assert_str_eq(run_line(&s, "INIT BEGIN m1"),
+			 "* HOLDS-MAIL unknown\r\nOK INIT BEGIN recorded\r\n");
+	ctl_session_deinit(&s);
+	ctx_teardown(&ctx);
+	tu_rmrf(dir);
+	free(dir);
+}
+END_TEST
+
 /* The idle timeout ends a session that receives nothing. */
 START_TEST(session_idle_timeout)
 {
@@ -774,6 +904,7 @@ server_stop(struct fixture *f)
 struct client {
 	int fd;
 	gnutls_session_t tls;
+	gnutls_certificate_credentials_t creds;
 	char buf[8192];
 	size_t len;
 };
@@ -820,6 +951,8 @@ client_close(struct client *c)
 		gnutls_bye(c->tls, GNUTLS_SHUT_WR);
 		gnutls_deinit(c->tls);
 	}
+	if (c->creds != NULL)
+		gnutls_certificate_free_credentials(c->creds);
 	close(c->fd);
 }
 
@@ -841,6 +974,19 @@ client_send(struct client *c, const char *line)
 	free(text);
 }
 
+/* Every line the server sends must follow the response grammar. */
+static void
+check_response_grammar(const char *line)
+{
+	struct ctl_response resp;
+	const char *error = NULL;
+
+	ck_assert_msg(ctl_proto_parse_response(line, strlen(line), &resp,
+					       &error) == 0,
+		      "server sent \"%s\": %s", line, error);
+	ctl_response_clear(&resp);
+}
+
 /* Read one line without CRLF; NULL at EOF. Caller frees. */
 static char *
 client_line(struct client *c)
@@ -857,6 +1003,7 @@ client_line(struct client *c)
 
 			memmove(c->buf, lf + 1, c->len - len - 1);
 			c->len -= len + 1;
+			check_response_grammar(line);
 			return line;
 		}
 		n = c->tls != NULL ? gnutls_record_recv(c->tls, c->buf + c->len,
@@ -953,12 +1100,26 @@ START_TEST(server_untrusted_peer)
 {
 	struct fixture f;
 	struct client c;
+	char *log_path, *log, *error = NULL;
 	char byte;
 
 	server_start(&f, "trusted_networks = 10.0.0.0/8, fc00::/7\n");
+	log_path = xasprintf("%s/ctl.log", f.dir);
+	ck_assert_msg(log_open(log_path, false, "check_ctl", &error) == 0,
+		      "%s", error);
 	client_tcp(&c, f.port);
 	ck_assert_int_eq(recv(c.fd, &byte, 1, 0), 0);
 	client_close(&c);
+
+	ctl_server_stop(&f.server);
+	log_close();
+	log = tu_read_file(log_path, NULL);
+	ck_assert_ptr_nonnull(log);
+	ck_assert_ptr_nonnull(strstr(log, "event=ctl_reject peer=127.0.0.1 "
+					  "reason=untrusted"));
+	ck_assert_ptr_null(strstr(log, "event=ctl_open"));
+	free(log);
+	free(log_path);
 	server_stop(&f);
 }
 END_TEST
@@ -1002,7 +1163,9 @@ START_TEST(server_auth_against_dovecot)
 	expect(&c, "OK MODE completed");
 	client_close(&c);
 
-	/* The log names the failure but never the password. */
+	/* The log names the failure but never the password. Stopping the
+	 * server first ends the session threads that write to the log. */
+	ctl_server_stop(&f.server);
 	log_close();
 	log = tu_read_file(log_path, NULL);
 	ck_assert_ptr_nonnull(log);
@@ -1022,8 +1185,8 @@ START_TEST(server_auth_rate_limit)
 {
 	struct fixture f;
 	struct client c;
-	char *other = xasprintf("AUTH PLAIN %s",
-				ctl_proto_encode_plain("", "mallory", "x"));
+	char *plain = ctl_proto_encode_plain("", "mallory", "x");
+	char *other = xasprintf("AUTH PLAIN %s", plain);
 	char *right = auth_line(dovecot->admin_password);
 
 	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
@@ -1044,6 +1207,7 @@ START_TEST(server_auth_rate_limit)
 	expect_prefix(&c, "NO [UNAVAILABLE] too many failed logins");
 	client_close(&c);
 	server_stop(&f);
+	free(plain);
 	free(other);
 	free(right);
 }
@@ -1070,11 +1234,19 @@ member(struct json_object *obj, const char *key)
 	return v;
 }
 
+static int
+holds_mail_counted(void *context)
+{
+	++*(int *)context;
+	return 1;
+}
+
 START_TEST(server_bind_init_status)
 {
 	struct fixture f;
 	struct client c, d;
 	struct json_object *peer, *end, *status;
+	int hook_calls = 0;
 
 	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
 	client_tcp(&c, f.port);
@@ -1087,9 +1259,11 @@ START_TEST(server_bind_init_status)
 	expect(&c, "* BOUND master-a");
 	expect(&c, "OK MODE completed");
 
+	ctl_server_set_holds_mail(f.server, holds_mail_counted, &hook_calls);
 	client_send(&c, "INIT BEGIN master-a");
-	expect(&c, "* HOLDS-MAIL unknown");
+	expect(&c, "* HOLDS-MAIL yes");
 	expect(&c, "OK INIT BEGIN recorded");
+	ck_assert_int_eq(hook_calls, 1);
 	request(&c,
 		"INIT END result=rejected messages=120 bytes=4096 "
 		"rejected=2 finished=1700000000",
@@ -1284,11 +1458,49 @@ START_TEST(server_connection_limit)
 	expect_eof(&extra);
 	client_close(&extra);
 
+	/* The local socket has its own limit. */
+	client_unix(&extra, f.socket_path);
+	expect(&extra, "OK MAILREPL 1 replica");
+	client_close(&extra);
+
 	server_stop(&f);
 	for (size_t i = 0; i < CTL_MAX_CONNECTIONS; i++) {
 		expect_eof(&clients[i]);
 		client_close(&clients[i]);
 	}
+}
+END_TEST
+
+/* A second agent with the same socket or port fails to start and
+ * leaves the first one serving. */
+START_TEST(server_second_start_fails)
+{
+	struct fixture f;
+	struct ctl_server *second = NULL;
+	struct client c;
+	char *error = NULL;
+	char *other_socket;
+
+	server_start(&f, "trusted_networks = 127.0.0.0/8\n");
+	ck_assert_int_eq(ctl_server_start(f.cfg, &second, &error), -1);
+	ck_assert_ptr_null(second);
+	ck_assert_msg(strstr(error, "in use by a running agent") != NULL, "%s",
+		      error);
+	free(error);
+	error = NULL;
+
+	other_socket = xasprintf("%s/other.sock", f.dir);
+	free(f.cfg->control_socket);
+	f.cfg->control_socket = other_socket;
+	ck_assert_int_eq(ctl_server_start(f.cfg, &second, &error), -1);
+	ck_assert_msg(strstr(error, "127.0.0.1:") != NULL, "%s", error);
+	ck_assert_int_eq(access(other_socket, F_OK), -1);
+	free(error);
+
+	client_unix(&c, f.socket_path);
+	expect(&c, "OK MAILREPL 1 replica");
+	client_close(&c);
+	server_stop(&f);
 }
 END_TEST
 
@@ -1313,13 +1525,11 @@ START_TEST(server_standalone_local_only)
 
 	tu_write_file(conf_path, conf, strlen(conf), 0600);
 	ck_assert_msg(config_load(conf_path, &cfg, &error) == 0, "%s", error);
-	ck_assert_msg(ctl_server_start(cfg, &server, &error) == 0, "%s",
-		      error);
+	ck_assert_msg(ctl_server_start(cfg, &server, &error) == 0, "%s", error);
 
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)),
-			 -1);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), -1);
 	ck_assert_int_eq(errno, ECONNREFUSED);
 	close(fd);
 
@@ -1404,17 +1614,16 @@ make_cert(const char *dir)
 static void
 client_starttls(struct client *c, const char *ca_file)
 {
-	gnutls_certificate_credentials_t creds;
 	unsigned status = 0;
 	int r;
 
-	gnutls_certificate_allocate_credentials(&creds);
+	gnutls_certificate_allocate_credentials(&c->creds);
 	ck_assert_int_ge(gnutls_certificate_set_x509_trust_file(
-				 creds, ca_file, GNUTLS_X509_FMT_PEM),
+				 c->creds, ca_file, GNUTLS_X509_FMT_PEM),
 			 1);
 	ck_assert_int_eq(gnutls_init(&c->tls, GNUTLS_CLIENT), 0);
 	gnutls_set_default_priority(c->tls);
-	gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, creds);
+	gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->creds);
 	gnutls_transport_set_int(c->tls, c->fd);
 	do
 		r = gnutls_handshake(c->tls);
@@ -1424,7 +1633,6 @@ client_starttls(struct client *c, const char *ca_file)
 		gnutls_certificate_verify_peers3(c->tls, "127.0.0.1", &status),
 		0);
 	ck_assert_msg(status == 0, "certificate status %u", status);
-	/* creds must outlive the session; the test process ends soon. */
 }
 
 START_TEST(server_starttls)
@@ -1503,6 +1711,8 @@ ctl_suite(void)
 	tcase_add_loop_test(proto, parse_table, 0,
 			    sizeof(parse_cases) / sizeof(parse_cases[0]));
 	tcase_add_test(proto, find_line_cases);
+	tcase_add_loop_test(proto, response_table, 0,
+			    sizeof(response_cases) / sizeof(response_cases[0]));
 	tcase_add_loop_test(proto, plain_table, 0,
 			    sizeof(plain_cases) / sizeof(plain_cases[0]));
 	tcase_add_test(proto, plain_encode_roundtrip);
@@ -1511,6 +1721,7 @@ ctl_suite(void)
 	tcase_add_test(proto, auth_needs_tls_off_loopback);
 	tcase_add_test(proto, loopback_dialog_rules);
 	tcase_add_test(proto, session_idle_timeout);
+	tcase_add_test(proto, holds_mail_hook_answers);
 	suite_add_tcase(s, proto);
 
 	tcase_add_loop_test(net, addr_table, 0,
@@ -1530,6 +1741,7 @@ ctl_suite(void)
 	tcase_add_test(local, server_bad_cert_fails_start);
 	tcase_add_test(local, server_connection_limit);
 	tcase_add_test(local, server_standalone_local_only);
+	tcase_add_test(local, server_second_start_fails);
 	tcase_add_test(local, server_local_socket_other_uid);
 	suite_add_tcase(s, local);
 
