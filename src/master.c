@@ -20,7 +20,8 @@
 
 /* Seconds between two status exchanges with the replica's agent. */
 #define STATUS_INTERVAL 10
-/* The longest pause between two attempts to reach the replica's agent. */
+/* Maximum pause in seconds between two attempts to reach the replica's
+ * agent. */
 #define BACKOFF_MAX 60
 
 struct master {

@@ -1,7 +1,7 @@
 /* The master agent's replication thread. It keeps one control connection
- * to the replica's agent, reconnecting with a capped backoff; runs the
- * initial replication when none has succeeded yet, or when the replica's
- * administrator asked for one; and exchanges status with the replica. */
+ * to the replica's agent and reconnects with a capped backoff. It runs the
+ * initial replication when none has succeeded yet or when the replica's
+ * administrator requests one, and it exchanges status with the replica. */
 #ifndef MAILREPL_MASTER_H
 #define MAILREPL_MASTER_H
 
@@ -13,8 +13,8 @@ struct master;
  * of the configuration from cfg->path. Returns 0, or -1 with *error_r. */
 int master_start(const struct config *cfg, struct master **master_r,
 		 char **error_r);
-/* Stop the thread (an initial replication under way is left to finish
- * its current step) and free; sets *master to NULL. */
+/* Stop the thread and free; sets *master to NULL. A running initial
+ * replication gets SIGTERM, and the next run resumes it. */
 void master_stop(struct master **master);
 
 #endif
