@@ -1339,7 +1339,7 @@ START_TEST(server_local_socket)
 		"OK INIT REQUEST recorded; the master sees it in its next "
 		"STATUS");
 
-	/* The master sees the request in its STATUS answer, and INIT BEGIN
+	/* The master receives the request in its STATUS answer, and INIT BEGIN
 	 * clears it. */
 	client_tcp(&m, f.port);
 	expect_prefix(&m, "OK MAILREPL 1 replica");
