@@ -392,6 +392,22 @@ parse_count(const char *text, long long *value_r)
 	return true;
 }
 
+/* A JSON string of text cut to CTL_TEXT_MAX bytes at a UTF-8 character
+ * boundary. The STATUS answer repeats stored text next to other fields,
+ * and must still fit in one line. */
+static struct json_object *
+new_text(const char *text)
+{
+	size_t len = strlen(text);
+
+	if (len <= CTL_TEXT_MAX)
+		return json_object_new_string(text);
+	len = CTL_TEXT_MAX;
+	while (len > 0 && ((unsigned char)text[len] & 0xc0) == 0x80)
+		len--;
+	return json_object_new_string_len(text, (int)len);
+}
+
 /* Parse key=value arguments from req->argv[first] on into obj: keys in
  * counts as numbers, keys in strings as text; other keys are ignored so
  * that a newer peer may add fields. Returns NULL or the BAD text. */
@@ -421,9 +437,8 @@ parse_fields(const struct ctl_request *req, size_t first,
 		}
 		for (size_t k = 0; strings[k] != NULL; k++)
 			if (strcmp(key, strings[k]) == 0)
-				json_object_object_add(
-					obj, key,
-					json_object_new_string(value));
+				json_object_object_add(obj, key,
+						       new_text(value));
 		free(key);
 	}
 	return NULL;

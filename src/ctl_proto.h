@@ -12,6 +12,9 @@
 #define CTL_LINE_MAX 4096
 /* Maximum number of arguments after the command word. */
 #define CTL_ARGS_MAX 16
+/* Maximum length in bytes of a free-text value that the server stores
+ * (last_error); longer text is cut. */
+#define CTL_TEXT_MAX 1024
 /* Maximum length of a master id. */
 #define CTL_MASTER_ID_MAX 64
 
