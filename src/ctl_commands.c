@@ -248,6 +248,7 @@ ctl_cmd_mode(struct ctl_session *s, const struct ctl_request *req)
 {
 	struct json_object *peer;
 	const char *bound;
+	char *quoted;
 
 	if (req->argc != 0) {
 		ctl_session_send(s, "BAD MODE takes no arguments");
@@ -258,7 +259,10 @@ ctl_cmd_mode(struct ctl_session *s, const struct ctl_request *req)
 		if ((peer = peer_begin(s)) == NULL)
 			return;
 		bound = ctl_peer_get_str(peer, "bound_master");
-		ctl_session_send(s, "* BOUND %s", bound != NULL ? bound : "-");
+		/* Quoted because peer.json may have been edited by hand. */
+		quoted = ctl_proto_quote(bound != NULL ? bound : "-");
+		ctl_session_send(s, "* BOUND %s", quoted);
+		free(quoted);
 		peer_end(s, peer, false);
 	}
 	ctl_session_send(s, "OK MODE completed");
@@ -618,8 +622,8 @@ send_status(struct ctl_session *s, struct json_object *peer)
 {
 	struct json_object *end = NULL, *master = NULL, *requested = NULL;
 	const char *bound = ctl_peer_get_str(peer, "bound_master");
-	char *text = xasprintf("* STATUS mode=replica bound=%s",
-			       bound != NULL ? bound : "-");
+	char *quoted = ctl_proto_quote(bound != NULL ? bound : "-");
+	char *text = xasprintf("* STATUS mode=replica bound=%s", quoted);
 
 	json_object_object_get_ex(peer, "init_end", &end);
 	json_object_object_get_ex(peer, "master_status", &master);
@@ -630,6 +634,7 @@ send_status(struct ctl_session *s, struct json_object *peer)
 	ctl_session_send(s, "* INIT-REQUESTED %s",
 			 requested != NULL ? "yes" : "no");
 	free(text);
+	free(quoted);
 
 	if (master == NULL)
 		return;

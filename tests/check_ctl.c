@@ -839,6 +839,36 @@ START_TEST(status_long_error_cut)
 }
 END_TEST
 
+/* Text from a hand-edited peer.json still goes out as valid arguments. */
+START_TEST(edited_peer_file_quoted)
+{
+	static const char json[] =
+		"{\"bound_master\": \"two words\", "
+		"\"init_end\": {\"result\": \"odd \\\"value\\\"\"}}";
+	char *dir = tu_tempdir("ctldisp");
+	char *path = xasprintf("%s/peer.json", dir);
+	struct ctl_ctx ctx;
+	struct ctl_session s;
+
+	tu_write_file(path, json, strlen(json), 0600);
+	ctx_setup(&ctx, dir, false);
+	ctl_session_init(&s, &ctx, -1, CTL_TRANSPORT_LOCAL, "local", true);
+	s.write_fn = capture_write;
+	ck_assert_str_eq(run_line(&s, "MODE"),
+			 "* MODE replica\r\n* BOUND \"two words\"\r\n"
+			 "OK MODE completed\r\n");
+	ck_assert_str_eq(run_line(&s, "STATUS"),
+			 "* STATUS mode=replica bound=\"two words\" "
+			 "init_result=\"odd \\\"value\\\"\"\r\n"
+			 "* INIT-REQUESTED no\r\nOK STATUS completed\r\n");
+	ctl_session_deinit(&s);
+	ctx_teardown(&ctx);
+	tu_rmrf(dir);
+	free(dir);
+	free(path);
+}
+END_TEST
+
 /* The idle timeout ends a session that receives nothing. */
 START_TEST(session_idle_timeout)
 {
@@ -1771,6 +1801,7 @@ ctl_suite(void)
 	tcase_add_test(proto, session_idle_timeout);
 	tcase_add_test(proto, holds_mail_hook_answers);
 	tcase_add_test(proto, status_long_error_cut);
+	tcase_add_test(proto, edited_peer_file_quoted);
 	suite_add_tcase(s, proto);
 
 	tcase_add_loop_test(net, addr_table, 0,
