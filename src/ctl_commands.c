@@ -397,7 +397,7 @@ parse_count(const char *text, long long *value_r)
 }
 
 /* A JSON string of text cut to CTL_TEXT_MAX bytes at a UTF-8 character
- * boundary. The STATUS answer repeats stored text next to other fields,
+ * boundary. The STATUS response repeats stored text next to other fields,
  * and must still fit in one line. */
 static struct json_object *
 new_text(const char *text)

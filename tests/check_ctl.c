@@ -766,7 +766,7 @@ holds_mail_failed(void *context)
 	return -1;
 }
 
-START_TEST(holds_mail_hook_answers)
+START_TEST(holds_mail_hook_results)
 {
 	char *dir = tu_tempdir("ctldisp");
 	struct ctl_ctx ctx;
@@ -792,7 +792,7 @@ START_TEST(holds_mail_hook_answers)
 END_TEST
 
 /* A long last_error is stored cut at a character boundary, so that the
- * STATUS answer that repeats it fits in one line. */
+ * STATUS response that repeats it fits in one line. */
 START_TEST(status_long_error_cut)
 {
 	char *dir = tu_tempdir("ctldisp");
@@ -1417,7 +1417,7 @@ START_TEST(server_local_socket)
 		"OK INIT REQUEST recorded; the master sees it in its next "
 		"STATUS");
 
-	/* The master receives the request in its STATUS answer, and INIT BEGIN
+	/* The master receives the request in its STATUS response, and INIT BEGIN
 	 * clears it. */
 	client_tcp(&m, f.port);
 	expect_prefix(&m, "OK MAILREPL 1 replica");
@@ -1799,7 +1799,7 @@ ctl_suite(void)
 	tcase_add_test(proto, auth_needs_tls_off_loopback);
 	tcase_add_test(proto, loopback_dialog_rules);
 	tcase_add_test(proto, session_idle_timeout);
-	tcase_add_test(proto, holds_mail_hook_answers);
+	tcase_add_test(proto, holds_mail_hook_results);
 	tcase_add_test(proto, status_long_error_cut);
 	tcase_add_test(proto, edited_peer_file_quoted);
 	suite_add_tcase(s, proto);
