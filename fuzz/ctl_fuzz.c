@@ -23,10 +23,10 @@ discard(struct ctl_session *s, const char *text, size_t len)
 	struct ctl_response resp;
 	const char *error;
 
-	/* Every response line ends in CRLF, has no other line end, and
-	 * follows the response grammar. */
-	if (len < 2 || text[len - 2] != '\r' || text[len - 1] != '\n' ||
-	    memchr(text, '\n', len - 1) != NULL)
+	/* Every response line fits the line limit, ends in CRLF, has no
+	 * other line end, and follows the response grammar. */
+	if (len < 2 || len > CTL_LINE_MAX || text[len - 2] != '\r' ||
+	    text[len - 1] != '\n' || memchr(text, '\n', len - 1) != NULL)
 		abort();
 	if (ctl_proto_parse_response(text, len - 2, &resp, &error) < 0)
 		abort();

@@ -248,6 +248,7 @@ ctl_cmd_mode(struct ctl_session *s, const struct ctl_request *req)
 {
 	struct json_object *peer;
 	const char *bound;
+	char *quoted;
 
 	if (req->argc != 0) {
 		ctl_session_send(s, "BAD MODE takes no arguments");
@@ -258,7 +259,10 @@ ctl_cmd_mode(struct ctl_session *s, const struct ctl_request *req)
 		if ((peer = peer_begin(s)) == NULL)
 			return;
 		bound = ctl_peer_get_str(peer, "bound_master");
-		ctl_session_send(s, "* BOUND %s", bound != NULL ? bound : "-");
+		/* Quoted because peer.json may have been edited by hand. */
+		quoted = ctl_proto_quote(bound != NULL ? bound : "-");
+		ctl_session_send(s, "* BOUND %s", quoted);
+		free(quoted);
 		peer_end(s, peer, false);
 	}
 	ctl_session_send(s, "OK MODE completed");
@@ -392,6 +396,22 @@ parse_count(const char *text, long long *value_r)
 	return true;
 }
 
+/* A JSON string of text cut to CTL_TEXT_MAX bytes at a UTF-8 character
+ * boundary. The STATUS response repeats stored text next to other fields,
+ * and must still fit in one line. */
+static struct json_object *
+new_text(const char *text)
+{
+	size_t len = strlen(text);
+
+	if (len <= CTL_TEXT_MAX)
+		return json_object_new_string(text);
+	len = CTL_TEXT_MAX;
+	while (len > 0 && ((unsigned char)text[len] & 0xc0) == 0x80)
+		len--;
+	return json_object_new_string_len(text, (int)len);
+}
+
 /* Parse key=value arguments from req->argv[first] on into obj: keys in
  * counts as numbers, keys in strings as text; other keys are ignored so
  * that a newer peer may add fields. Returns NULL or the BAD text. */
@@ -421,9 +441,8 @@ parse_fields(const struct ctl_request *req, size_t first,
 		}
 		for (size_t k = 0; strings[k] != NULL; k++)
 			if (strcmp(key, strings[k]) == 0)
-				json_object_object_add(
-					obj, key,
-					json_object_new_string(value));
+				json_object_object_add(obj, key,
+						       new_text(value));
 		free(key);
 	}
 	return NULL;
@@ -603,8 +622,8 @@ send_status(struct ctl_session *s, struct json_object *peer)
 {
 	struct json_object *end = NULL, *master = NULL, *requested = NULL;
 	const char *bound = ctl_peer_get_str(peer, "bound_master");
-	char *text = xasprintf("* STATUS mode=replica bound=%s",
-			       bound != NULL ? bound : "-");
+	char *quoted = ctl_proto_quote(bound != NULL ? bound : "-");
+	char *text = xasprintf("* STATUS mode=replica bound=%s", quoted);
 
 	json_object_object_get_ex(peer, "init_end", &end);
 	json_object_object_get_ex(peer, "master_status", &master);
@@ -615,6 +634,7 @@ send_status(struct ctl_session *s, struct json_object *peer)
 	ctl_session_send(s, "* INIT-REQUESTED %s",
 			 requested != NULL ? "yes" : "no");
 	free(text);
+	free(quoted);
 
 	if (master == NULL)
 		return;

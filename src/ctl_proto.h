@@ -12,6 +12,9 @@
 #define CTL_LINE_MAX 4096
 /* Maximum number of arguments after the command word. */
 #define CTL_ARGS_MAX 16
+/* Maximum length in bytes of a free-text value that the server stores
+ * (last_error); longer text is cut. */
+#define CTL_TEXT_MAX 1024
 /* Maximum length of a master id. */
 #define CTL_MASTER_ID_MAX 64
 
@@ -38,10 +41,10 @@ struct ctl_request {
 };
 
 /* Find the first line in buf[0..len). Returns 1 when a line end (LF) is
- * there, with *line_len_r the line's length without CR and LF and
- * *consumed_r the bytes up to and including the LF; returns 0 when more
- * input is needed; returns -1 when the line is longer than CTL_LINE_MAX
- * (with or without its line end). */
+ * there, with *line_len_r the line's length without CR and LF, and
+ * *consumed_r the bytes up to and including the LF. Returns 0 when more
+ * input is needed. Returns -1 when the line with its line end is longer
+ * than CTL_LINE_MAX. */
 int ctl_proto_find_line(const char *buf, size_t len, size_t *line_len_r,
 			size_t *consumed_r);
 

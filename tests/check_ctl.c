@@ -766,7 +766,7 @@ holds_mail_failed(void *context)
 	return -1;
 }
 
-START_TEST(holds_mail_hook_answers)
+START_TEST(holds_mail_hook_results)
 {
 	char *dir = tu_tempdir("ctldisp");
 	struct ctl_ctx ctx;
@@ -788,6 +788,84 @@ START_TEST(holds_mail_hook_answers)
 	ctx_teardown(&ctx);
 	tu_rmrf(dir);
 	free(dir);
+}
+END_TEST
+
+/* A long last_error is stored cut at a character boundary, so that the
+ * STATUS response that repeats it fits in one line. */
+START_TEST(status_long_error_cut)
+{
+	char *dir = tu_tempdir("ctldisp");
+	char *text = xmalloc(1 + 2 * 2035 + 1);
+	struct json_object *peer;
+	struct ctl_ctx ctx;
+	struct ctl_session s;
+	const char *stored, *line;
+	char *request, *error = NULL;
+	size_t len;
+
+	text[0] = 'a';
+	for (size_t i = 0; i < 2035; i++)
+		memcpy(text + 1 + 2 * i, "\xc3\xa9", 2);
+	text[1 + 2 * 2035] = '\0';
+	request = xasprintf("STATUS last_error=\"%s\"", text);
+	ck_assert_uint_le(strlen(request) + 2, CTL_LINE_MAX);
+
+	ctx_setup(&ctx, dir, false);
+	ctl_session_init(&s, &ctx, -1, CTL_TRANSPORT_LOCAL, "local", true);
+	s.write_fn = capture_write;
+	ck_assert_str_eq(run_line(&s, "BIND m1"), "OK bound\r\n");
+	run_line(&s, request);
+	ck_assert_ptr_nonnull(strstr(captured, "OK STATUS completed\r\n"));
+	for (line = captured; *line != '\0'; line += len + 2) {
+		len = strstr(line, "\r\n") - line;
+		ck_assert_uint_le(len + 2, CTL_LINE_MAX);
+	}
+
+	ck_assert_int_eq(ctl_peer_load(dir, &peer, &error), 0);
+	stored = ctl_peer_get_str(json_object_object_get(peer, "master_status"),
+				  "last_error");
+	ck_assert_ptr_nonnull(stored);
+	ck_assert_uint_eq(strlen(stored), CTL_TEXT_MAX - 1);
+	ck_assert_int_eq(memcmp(stored, text, CTL_TEXT_MAX - 1), 0);
+	json_object_put(peer);
+
+	ctl_session_deinit(&s);
+	ctx_teardown(&ctx);
+	tu_rmrf(dir);
+	free(dir);
+	free(text);
+	free(request);
+}
+END_TEST
+
+/* Text from a hand-edited peer.json still goes out as valid arguments. */
+START_TEST(edited_peer_file_quoted)
+{
+	static const char json[] =
+		"{\"bound_master\": \"two words\", "
+		"\"init_end\": {\"result\": \"odd \\\"value\\\"\"}}";
+	char *dir = tu_tempdir("ctldisp");
+	char *path = xasprintf("%s/peer.json", dir);
+	struct ctl_ctx ctx;
+	struct ctl_session s;
+
+	tu_write_file(path, json, strlen(json), 0600);
+	ctx_setup(&ctx, dir, false);
+	ctl_session_init(&s, &ctx, -1, CTL_TRANSPORT_LOCAL, "local", true);
+	s.write_fn = capture_write;
+	ck_assert_str_eq(run_line(&s, "MODE"),
+			 "* MODE replica\r\n* BOUND \"two words\"\r\n"
+			 "OK MODE completed\r\n");
+	ck_assert_str_eq(run_line(&s, "STATUS"),
+			 "* STATUS mode=replica bound=\"two words\" "
+			 "init_result=\"odd \\\"value\\\"\"\r\n"
+			 "* INIT-REQUESTED no\r\nOK STATUS completed\r\n");
+	ctl_session_deinit(&s);
+	ctx_teardown(&ctx);
+	tu_rmrf(dir);
+	free(dir);
+	free(path);
 }
 END_TEST
 
@@ -1105,8 +1183,8 @@ START_TEST(server_untrusted_peer)
 
 	server_start(&f, "trusted_networks = 10.0.0.0/8, fc00::/7\n");
 	log_path = xasprintf("%s/ctl.log", f.dir);
-	ck_assert_msg(log_open(log_path, false, "check_ctl", &error) == 0,
-		      "%s", error);
+	ck_assert_msg(log_open(log_path, false, "check_ctl", &error) == 0, "%s",
+		      error);
 	client_tcp(&c, f.port);
 	ck_assert_int_eq(recv(c.fd, &byte, 1, 0), 0);
 	client_close(&c);
@@ -1339,7 +1417,7 @@ START_TEST(server_local_socket)
 		"OK INIT REQUEST recorded; the master sees it in its next "
 		"STATUS");
 
-	/* The master sees the request in its STATUS answer, and INIT BEGIN
+	/* The master receives the request in its STATUS response, and INIT BEGIN
 	 * clears it. */
 	client_tcp(&m, f.port);
 	expect_prefix(&m, "OK MAILREPL 1 replica");
@@ -1721,7 +1799,9 @@ ctl_suite(void)
 	tcase_add_test(proto, auth_needs_tls_off_loopback);
 	tcase_add_test(proto, loopback_dialog_rules);
 	tcase_add_test(proto, session_idle_timeout);
-	tcase_add_test(proto, holds_mail_hook_answers);
+	tcase_add_test(proto, holds_mail_hook_results);
+	tcase_add_test(proto, status_long_error_cut);
+	tcase_add_test(proto, edited_peer_file_quoted);
 	suite_add_tcase(s, proto);
 
 	tcase_add_loop_test(net, addr_table, 0,
