@@ -142,7 +142,10 @@ request(struct ctl_client *c, const char *line,
 			continue;
 		}
 		snprintf(c->last, sizeof(c->last), "%s", reply);
-		return strncmp(reply, "OK", 2) == 0 ? 0 : 1;
+		return strncmp(reply, "OK", 2) == 0 &&
+				       (reply[2] == ' ' || reply[2] == '\0')
+			       ? 0
+			       : 1;
 	}
 }
 

@@ -280,12 +280,12 @@ log_end(struct logline *line)
 		write_all(sink.fd, line->buf, line->len);
 	if (sink.stderr_on && line->level >= sink.stderr_level)
 		write_all(STDERR_FILENO, line->buf, line->len);
-	pthread_mutex_unlock(&sink.lock);
-
+	/* Under the lock, so that log_close() cannot closelog() meanwhile. */
 	if (sink.syslog && line->level >= LOG_LVL_INFO) {
 		line->buf[line->len - 1] = '\0';
 		syslog(prio[line->level], "%s", line->buf + line->body);
 	}
+	pthread_mutex_unlock(&sink.lock);
 	free(line->buf);
 	free(line);
 }
