@@ -121,11 +121,19 @@ ctl_check_password_imap(const struct ctl_settings *settings,
 		imapc_free(&c);
 		return CTL_AUTH_OK;
 	}
-	*detail_r = xstrdup(err.text);
-	/* imapc classifies a rejected login as a configuration error. A
-	 * connection failure does not show whether the password is wrong. */
-	return err.scope == MRERR_CONFIG ? CTL_AUTH_REJECTED
-					 : CTL_AUTH_UNAVAILABLE;
+	/* imapc classifies a rejected login as a configuration or user
+	 * error. A connection failure does not show whether the password is
+	 * wrong. imapc's text speaks of the master's settings, so a rejected
+	 * login gets a text of its own. */
+	if (err.scope != MRERR_CONFIG && err.scope != MRERR_USER) {
+		*detail_r = xstrdup(err.text);
+		return CTL_AUTH_UNAVAILABLE;
+	}
+	*detail_r = xasprintf("the IMAP server %s:%u rejected the login of "
+			      "[replica] admin_user %s",
+			      settings->imap_host, settings->imap_port,
+			      settings->admin_user);
+	return CTL_AUTH_REJECTED;
 }
 
 static size_t
