@@ -522,3 +522,16 @@ ctl_client_status(struct ctl_client *c, unsigned long long pending,
 				 "STATUS on %s failed: %s", c->host, c->last);
 	return r;
 }
+
+int
+ctl_client_query(struct ctl_client *c, const char *line,
+		 void (*on_data)(const char *data, void *context),
+		 void *context, struct mrerr *err)
+{
+	int r = request(c, line, on_data, context, err);
+
+	if (r > 0)
+		return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER, "%s",
+				 c->last);
+	return r;
+}

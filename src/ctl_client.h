@@ -31,6 +31,12 @@ struct ctl_client *ctl_client_local(const struct config *cfg,
 int ctl_client_command(struct ctl_client *c, const char *line,
 		       struct mrerr *err);
 
+/* Send one request line and pass each data line (without "* ") to
+ * on_data. Returns 0 for OK, or -1 with *err as ctl_client_command(). */
+int ctl_client_query(struct ctl_client *c, const char *line,
+		     void (*on_data)(const char *data, void *context),
+		     void *context, struct mrerr *err);
+
 /* Send QUIT when the connection is alive, close and free; sets *c NULL. */
 void ctl_client_free(struct ctl_client **c);
 

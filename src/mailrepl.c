@@ -423,6 +423,32 @@ print_time(const char *label, time_t t)
 	printf("%s %s\n", label, buf);
 }
 
+static void
+print_agent_line(const char *data, void *context)
+{
+	printf("  %s\n", data);
+}
+
+/* Ask the local agent, over the control socket, for its own view: on a
+ * replica that includes the bound master and the master's last status. */
+static void
+print_agent(const struct cli *cli)
+{
+	struct ctl_client *c;
+	struct mrerr err;
+
+	mrerr_clear(&err);
+	c = ctl_client_local(cli->cfg, &err);
+	if (c == NULL) {
+		printf("agent:           not running (%s)\n", err.text);
+		return;
+	}
+	printf("agent:           running\n");
+	if (ctl_client_query(c, "STATUS", print_agent_line, NULL, &err) < 0)
+		printf("  status failed: %s\n", err.text);
+	ctl_client_free(&c);
+}
+
 static int
 cmd_status(struct cli *cli, int argc, char **argv)
 {
@@ -444,6 +470,7 @@ cmd_status(struct cli *cli, int argc, char **argv)
 	printf("mode:            %s\n", cfg_mode_name(cli->cfg->mode));
 	if (cli->cfg->replica_host != NULL)
 		printf("replica:         %s\n", cli->cfg->replica_host);
+	print_agent(cli);
 	if (store_open(cli->cfg->state_dir, &store, &error) < 0 ||
 	    store_run_last(store, "init", &run, &found) < 0) {
 		fprintf(stderr, "mailrepl status: %s\n",

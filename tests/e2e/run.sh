@@ -383,6 +383,15 @@ test_agents() {
 		fi
 	fi
 
+	# status on the replica asks its agent over the local socket.
+	"$bin" -c "$work/replica.conf" status >"$work/out" 2>&1
+	if grep -q '^agent: *running' "$work/out" &&
+		grep -q "STATUS mode=replica bound=$(hostname)" "$work/out"; then
+		pass replica_status_via_socket
+	else
+		fail replica_status_via_socket "$(cat "$work/out")"
+	fi
+
 	# STARTTLS on the control channel, verified like the IMAP server.
 	printf 'tls_cert_file = %s\ntls_key_file = %s\n' \
 		"$work/replica/server.pem" "$work/replica/server.key" >>"$work/replica.conf"
