@@ -414,6 +414,16 @@ test_agents() {
 		pass control_tls_pin_mismatch
 	fi
 
+	E2E_CONTROL_PORT=$CTL_PORT write_config ""
+	sed -i "s|^tls_ca_file = .*|tls_ca_file = /etc/ssl/certs/ca-certificates.crt|" "$conf"
+	"$bin" -c "$conf" init --user erin >"$work/out" 2>&1
+	code=$?
+	if [ "$code" -ne 1 ] || ! grep -q "control channel.*certificate" "$work/out"; then
+		fail control_tls_unknown_ca "exit $code: $(cat "$work/out")"
+	else
+		pass control_tls_unknown_ca
+	fi
+
 	test_master_agent
 
 	kill "$AGENT_PID"
