@@ -1715,3 +1715,57 @@ md_select_users(const struct config *cfg, char *const *names, size_t nnames,
 	*count_r = kept;
 	return 0;
 }
+
+/* Whether dir has an entry that is not hidden. */
+static bool
+dir_has_entry(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	bool found = false;
+
+	if (d == NULL)
+		return false;
+	while (!found && (de = readdir(d)) != NULL)
+		found = de->d_name[0] != '.';
+	closedir(d);
+	return found;
+}
+
+int
+md_tree_holds_mail(const struct config *cfg)
+{
+	struct md_user *users;
+	size_t nusers;
+	char *error = NULL;
+	int holds = 0;
+
+	if (md_list_users(cfg, &users, &nusers, &error) < 0) {
+		free(error);
+		return -1;
+	}
+	for (size_t u = 0; u < nusers && holds == 0; u++) {
+		struct md_folder *folders;
+		size_t n;
+
+		if (md_list_folders(users[u].path, &folders, &n, NULL,
+				    &error) < 0) {
+			free(error);
+			error = NULL;
+			holds = -1;
+			break;
+		}
+		for (size_t f = 0; f < n && holds == 0; f++) {
+			char *cur = xasprintf("%s/cur", folders[f].path);
+			char *new_dir = xasprintf("%s/new", folders[f].path);
+
+			if (dir_has_entry(cur) || dir_has_entry(new_dir))
+				holds = 1;
+			free(cur);
+			free(new_dir);
+		}
+		md_folders_free(&folders, n);
+	}
+	md_users_free(&users, nusers);
+	return holds;
+}

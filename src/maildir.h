@@ -72,6 +72,11 @@ int md_list_folders(const char *user_path, struct md_folder **folders_r,
 		    size_t *count_r, struct md_stats *stats, char **error_r);
 void md_folders_free(struct md_folder **folders, size_t count);
 
+/* Whether any user's folder under cfg->maildir_root holds a message
+ * file (in new/ or cur/). Returns 1, 0, or -1 when the tree cannot be
+ * read. Stops at the first message, so an empty tree costs most. */
+int md_tree_holds_mail(const struct config *cfg);
+
 /* Read the subscriptions file, in either of Dovecot's formats: one name
  * per line, or the "V\t2" header with tab-separated components. Names
  * are returned with '.' as separator, in file order, without duplicates.

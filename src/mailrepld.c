@@ -11,6 +11,7 @@
 #include "ctl_server.h"
 #include "daemon.h"
 #include "log.h"
+#include "maildir.h"
 #include "master.h"
 #include "util.h"
 
@@ -27,6 +28,7 @@
 
 struct agent {
 	struct config *cfg; /* the configuration in effect */
+	char *config_path;  /* its absolute path, for the HOLDS-MAIL check */
 	struct ctl_server *ctl;
 	struct master *master; /* master mode only */
 	char *pidfile;
@@ -56,6 +58,28 @@ usage(FILE *out)
 		CONFIG_DEFAULT_PATH);
 }
 
+/* INIT BEGIN's HOLDS-MAIL check. IMAP offers no way to list a server's
+ * users, so the replica looks at its own mail store instead: [maildir]
+ * root and user_path, which on a replica name where its Dovecot keeps
+ * mail. It reads the configuration file itself because it runs on a
+ * connection thread while the main thread may be replacing the agent's
+ * configuration. */
+static int
+replica_holds_mail(void *context)
+{
+	struct config *cfg = NULL;
+	char *error = NULL;
+	int holds;
+
+	if (config_load(context, &cfg, &error) < 0) {
+		free(error);
+		return -1;
+	}
+	holds = md_tree_holds_mail(cfg);
+	config_free(&cfg);
+	return holds;
+}
+
 /* Start what cfg->mode needs. ctl_server_start() itself binds the TCP
  * listener when the mode is replica. */
 static int
@@ -65,6 +89,9 @@ start_services(struct agent *a, const struct config *cfg, char **error_r)
 	 * initial replication and exchanges status with the replica. */
 	if (ctl_server_start(cfg, &a->ctl, error_r) < 0)
 		return -1;
+	if (cfg->mode == CFG_MODE_REPLICA)
+		ctl_server_set_holds_mail(a->ctl, replica_holds_mail,
+					  a->config_path);
 	if (cfg->mode == CFG_MODE_MASTER &&
 	    master_start(cfg, &a->master, error_r) < 0) {
 		ctl_server_stop(&a->ctl);
@@ -376,6 +403,7 @@ main(int argc, char **argv)
 		free(abs_path);
 		return EXIT_CONFIG;
 	}
+	a.config_path = xstrdup(a.cfg->path);
 	free(abs_path);
 
 	daemon_block_signals(&signals);
@@ -383,10 +411,12 @@ main(int argc, char **argv)
 		fprintf(stderr, "mailrepld: %s\n", error);
 		free(error);
 		config_free(&a.cfg);
+		free(a.config_path);
 		return 1;
 	}
 	code = run(&a, &signals);
 	free(a.pidfile);
+	free(a.config_path);
 	config_free(&a.cfg);
 	log_close();
 	return code;

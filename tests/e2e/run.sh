@@ -282,6 +282,9 @@ state_dir = $work/rstate
 log_file = $work/replica.log
 control_socket = $work/rrun/control.sock
 
+[maildir]
+root = $DOVECOT_MAIL
+
 [replica]
 listen = 127.0.0.1:$CTL_PORT
 trusted_networks = 127.0.0.0/8
@@ -370,6 +373,15 @@ test_agents() {
 	sed -i 's|^trusted_networks = .*|trusted_networks = 127.0.0.0/8|' "$work/replica.conf"
 	kill -HUP "$AGENT_PID"
 	sleep 1
+
+	# INIT BEGIN reports, from the replica's own mail store, that it
+	# holds mail by now.
+	ctl_say "BIND $(hostname)" "INIT BEGIN $(hostname)" >"$work/ctl" 2>&1
+	if grep -q '^\* HOLDS-MAIL yes' "$work/ctl"; then
+		pass holds_mail
+	else
+		fail holds_mail "$(cat "$work/ctl")"
+	fi
 
 	# The replica's admin asks the master for a new initial replication.
 	if ! "$bin" -c "$work/replica.conf" init --request >"$work/out" 2>&1; then
