@@ -9,6 +9,7 @@ packages=(
 	libetpan-dev libiniparser-dev check libsqlite3-dev libgnutls28-dev
 	libjson-c-dev libcurl4-gnutls-dev libsasl2-modules
 	dovecot-core dovecot-imapd openssl python3 procps ca-certificates
+	iproute2
 )
 # The corpus comes from the npm registry; any Node.js with npm will do.
 command -v npm >/dev/null 2>&1 || packages+=(npm)

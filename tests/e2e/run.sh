@@ -436,6 +436,7 @@ test_agents() {
 		pass control_tls_unknown_ca
 	fi
 
+	test_tls_required_off_loopback
 	test_master_agent
 
 	kill "$AGENT_PID"
@@ -471,6 +472,58 @@ test_master_agent() {
 		echo "master_agent: $(grep 'event=run_end' "$work/master.log" | tail -1 | grep -o 'adopted=[0-9]*') in $i s"
 		pass master_agent_init
 		pass master_agent_status
+	fi
+}
+
+# TLS is required off loopback. Two network namespaces made here, joined
+# by a veth pair: the replica's agent listens on 10.231.0.1 in one, and a
+# client connects from 10.231.0.2 in the other. No traffic leaves them.
+test_tls_required_off_loopback() {
+	local a=mrA-$$ b=mrB-$$ port=2005 pid out
+	if ! ip netns add "$a" || ! ip netns add "$b"; then
+		fail tls_required_off_loopback "cannot create network namespaces"
+		return
+	fi
+	ip link add "va$$" type veth peer name "vb$$"
+	ip link set "va$$" netns "$a"
+	ip link set "vb$$" netns "$b"
+	ip -n "$a" addr add 10.231.0.1/30 dev "va$$"
+	ip -n "$b" addr add 10.231.0.2/30 dev "vb$$"
+	ip -n "$a" link set "va$$" up
+	ip -n "$b" link set "vb$$" up
+	ip -n "$a" link set lo up
+
+	sed -e "s|^listen = .*|listen = 10.231.0.1:$port|" \
+		-e "s|^trusted_networks = .*|trusted_networks = 10.231.0.0/30|" \
+		-e "s|^control_socket = .*|control_socket = $work/nsrun/control.sock|" \
+		-e "s|^state_dir = .*|state_dir = $work/nsstate|" \
+		"$work/replica.conf" >"$work/ns.conf"
+	chmod 600 "$work/ns.conf"
+	ip netns exec "$a" "$top/src/mailrepld" -f -c "$work/ns.conf" >"$work/ns.out" 2>&1 &
+	pid=$!
+	out=$(ip netns exec "$b" python3 - "$port" <<'PY'
+import socket, sys, time
+for _ in range(50):
+    try:
+        s = socket.create_connection(("10.231.0.1", int(sys.argv[1])), timeout=5)
+        break
+    except OSError:
+        time.sleep(0.1)
+f = s.makefile("rwb")
+print(f.readline().decode().rstrip())
+f.write(b"AUTH PLAIN AHJlcGxhZG1pbgBhZG1pbnB3\r\n"); f.flush()
+print(f.readline().decode().rstrip())
+PY
+)
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	ip netns del "$a"
+	ip netns del "$b"
+	if grep -q 'STARTTLS' <<<"$(head -1 <<<"$out")" &&
+		grep -q '^NO \[STARTTLS\]' <<<"$out"; then
+		pass tls_required_off_loopback
+	else
+		fail tls_required_off_loopback "$out $(tail -3 "$work/ns.out")"
 	fi
 }
 
