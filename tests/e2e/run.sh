@@ -462,6 +462,25 @@ test_master_agent() {
 			[ -n "$(peer_field 'p["master_status"]["received"]')" ] && break
 		sleep 1
 	done
+	# The replica's agent goes away and comes back: the master reconnects.
+	kill "$AGENT_PID"
+	wait "$AGENT_PID" 2>/dev/null
+	for _ in $(seq 30); do
+		grep -q 'event=peer_down' "$work/master.log" && break
+		sleep 1
+	done
+	"$top/src/mailrepld" -f -c "$work/replica.conf" >>"$work/agent.out" 2>&1 &
+	AGENT_PID=$!
+	for _ in $(seq 60); do
+		[ "$(grep -c 'event=peer_up' "$work/master.log")" -ge 2 ] && break
+		sleep 1
+	done
+	if [ "$(grep -c 'event=peer_up' "$work/master.log")" -ge 2 ]; then
+		pass master_agent_reconnects
+	else
+		fail master_agent_reconnects "$(grep -E 'peer_(up|down)' "$work/master.log" | tail -3)"
+	fi
+
 	kill "$pid"
 	wait "$pid" 2>/dev/null
 	if ! grep -q 'event=run_end.*result=ok' "$work/master.log" 2>/dev/null; then
