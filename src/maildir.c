@@ -1,8 +1,9 @@
-/* Read-only access to a Maildir++ tree: users, folders, subscriptions,
- * messages with their flags and dates, and the CRLF-form content hash.
- * Directories are only listed and files only opened O_RDONLY. */
+/* Read-only access to a Maildir++ tree: folders, subscriptions, and
+ * messages with their flags. Directories are only listed and files only
+ * opened O_RDONLY. Users are in maildir_users.c, dates in maildir_date.c
+ * and the content hash in maildir_hash.c. */
 #include <config.h>
-#include "maildir.h"
+#include "maildir_private.h"
 #include "cfg.h"
 #include "log.h"
 #include "util.h"
@@ -21,27 +22,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* 1990-01-01T00:00:00Z. An earlier mtime or name epoch is taken as a
- * broken clock or a bad restore, not as a real delivery time. */
-#define PLAUSIBLE_MIN ((time_t)631152000)
-#define PLAUSIBLE_FUTURE ((time_t)86400)
-#define READ_CHUNK (64 * 1024)
-/* A message whose header section has no end within this many bytes is
- * not searched further for a Date field. */
-#define MAX_HEADER_BYTES (256 * 1024)
-#define N_KEYWORDS 26
-
 /* ---- Small helpers ---------------------------------------------------- */
 
-static struct md_stats *
-stats_or_dummy(struct md_stats *stats, struct md_stats *dummy)
+struct md_stats *
+md_stats_or_dummy(struct md_stats *stats, struct md_stats *dummy)
 {
 	memset(dummy, 0, sizeof(*dummy));
 	return stats != NULL ? stats : dummy;
 }
 
-static void
-buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+void
+md_buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 {
 	*buf = xgrow(*buf, cap, *len + n + 1, 1);
 	memcpy(*buf + *len, s, n);
@@ -51,8 +42,8 @@ buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 
 /* A directory entry that is a directory, following symlinks, because
  * sites link user or folder directories to other disks. */
-static bool
-entry_is_dir(int dir_fd, const struct dirent *de)
+bool
+md_entry_is_dir(int dir_fd, const struct dirent *de)
 {
 	struct stat st;
 
@@ -66,8 +57,8 @@ entry_is_dir(int dir_fd, const struct dirent *de)
 
 /* Returns 1 when dir/cur or dir/new is a directory, 0 when neither
  * exists, and -1 with *err_r set when one of them cannot be checked. */
-static int
-has_maildir_subdirs(const char *dir, int *err_r)
+int
+md_has_maildir_subdirs(const char *dir, int *err_r)
 {
 	static const char *const subdirs[] = {"cur", "new"};
 	int ret = 0;
@@ -86,352 +77,6 @@ has_maildir_subdirs(const char *dir, int *err_r)
 		free(path);
 	}
 	return ret;
-}
-
-/* ---- User path templates ---------------------------------------------- */
-
-enum { VAR_U, VAR_N, VAR_D, N_VARS };
-
-/* Values of %u, %n and %d bound while matching a template. */
-struct bindings {
-	char *var[N_VARS];
-};
-
-static int
-var_index(char c)
-{
-	switch (c) {
-	case 'u':
-		return VAR_U;
-	case 'n':
-		return VAR_N;
-	case 'd':
-		return VAR_D;
-	default:
-		return -1;
-	}
-}
-
-/* Split a login at its first '@' the way Dovecot's %n and %d do: without
- * '@' the local part is the whole login and the domain is empty. */
-static void
-split_login(const char *login, char **local_r, char **domain_r)
-{
-	const char *at = strchr(login, '@');
-
-	*local_r = at != NULL ? xstrndup(login, (size_t)(at - login))
-			      : xstrdup(login);
-	*domain_r = xstrdup(at != NULL ? at + 1 : "");
-}
-
-static char *
-expand_template(const char *tpl, const char *login)
-{
-	char *local, *domain, *out = NULL;
-	size_t len = 0, cap = 0;
-
-	split_login(login, &local, &domain);
-	buf_append(&out, &len, &cap, "", 0);
-	for (const char *p = tpl; *p != '\0'; p++) {
-		const char *value[N_VARS] = {login, local, domain};
-		int v = p[0] == '%' ? var_index(p[1]) : -1;
-
-		if (v >= 0) {
-			buf_append(&out, &len, &cap, value[v],
-				   strlen(value[v]));
-			p++;
-			continue;
-		}
-		buf_append(&out, &len, &cap, p, 1);
-		if (p[0] == '%' && p[1] == '%')
-			p++;
-	}
-	free(local);
-	free(domain);
-	return out;
-}
-
-char *
-md_user_path(const struct config *cfg, const char *user)
-{
-	char *rel = expand_template(cfg->user_path, user);
-	const char *root = cfg->maildir_root;
-	size_t rlen = strlen(root);
-	char *path;
-
-	path = xasprintf("%s%s%s", root,
-			 rlen > 0 && root[rlen - 1] == '/' ? "" : "/", rel);
-	free(rel);
-	return path;
-}
-
-static bool match_component(const char *pat, const char *name,
-			    struct bindings *b);
-
-/* Try every non-empty prefix of name as the value of the unbound
- * variable v; %n never contains '@' because it is the local part. */
-static bool
-match_unbound(const char *pat, const char *name, struct bindings *b, int v)
-{
-	size_t max = strlen(name);
-
-	for (size_t len = 1; len <= max; len++) {
-		if (v == VAR_N && name[len - 1] == '@')
-			break;
-		b->var[v] = xstrndup(name, len);
-		if (match_component(pat + 2, name + len, b))
-			return true;
-		xfree(&b->var[v]);
-	}
-	return false;
-}
-
-/* Match one path component of the template against a directory name,
- * binding variables; a variable already bound must repeat its value. */
-static bool
-match_component(const char *pat, const char *name, struct bindings *b)
-{
-	int v = pat[0] == '%' ? var_index(pat[1]) : -1;
-	size_t n;
-
-	if (pat[0] == '\0')
-		return name[0] == '\0';
-	if (v < 0) {
-		if (pat[0] != name[0])
-			return false;
-		n = pat[0] == '%' && pat[1] == '%' ? 2 : 1;
-		return match_component(pat + n, name + 1, b);
-	}
-	if (b->var[v] == NULL)
-		return match_unbound(pat, name, b, v);
-	n = strlen(b->var[v]);
-	return strncmp(name, b->var[v], n) == 0 &&
-	       match_component(pat + 2, name + n, b);
-}
-
-static void
-bindings_copy(struct bindings *dst, const struct bindings *src)
-{
-	for (int i = 0; i < N_VARS; i++)
-		dst->var[i] = src->var[i] != NULL ? xstrdup(src->var[i]) : NULL;
-}
-
-static void
-bindings_clear(struct bindings *b)
-{
-	for (int i = 0; i < N_VARS; i++)
-		xfree(&b->var[i]);
-}
-
-/* The login a complete match stands for, or NULL when %u disagrees with
- * %n or %d found elsewhere in the path. */
-static char *
-login_from_bindings(const struct bindings *b)
-{
-	const char *u = b->var[VAR_U], *n = b->var[VAR_N], *d = b->var[VAR_D];
-	char *local, *domain;
-	bool ok;
-
-	if (u == NULL)
-		return d != NULL ? xasprintf("%s@%s", n, d) : xstrdup(n);
-	split_login(u, &local, &domain);
-	ok = (n == NULL || strcmp(n, local) == 0) &&
-	     (d == NULL || strcmp(d, domain) == 0);
-	free(local);
-	free(domain);
-	return ok ? xstrdup(u) : NULL;
-}
-
-struct user_walk {
-	char **comps; /* template split at '/' */
-	size_t ncomps;
-	struct md_user *users;
-	size_t count, cap;
-};
-
-static void
-log_user_skip(const char *path, const char *reason, int err)
-{
-	struct logline *line = log_begin(LOG_LVL_WARN, "skip");
-
-	log_str(line, "path", path);
-	log_str(line, "reason", reason);
-	if (err != 0)
-		log_str(line, "error", strerror(err));
-	log_end(line);
-}
-
-static void
-add_user(struct user_walk *w, const char *path, const struct bindings *b)
-{
-	int err, maildir = has_maildir_subdirs(path, &err);
-	char *login;
-
-	if (maildir < 0) {
-		log_user_skip(path, "unreadable", err);
-		return;
-	}
-	if (maildir == 0)
-		return;
-	login = login_from_bindings(b);
-	if (login == NULL)
-		return;
-	w->users = xgrow(w->users, &w->cap, w->count + 1, sizeof(*w->users));
-	w->users[w->count].name = login;
-	w->users[w->count].path = xstrdup(path);
-	w->count++;
-}
-
-static int walk_users(struct user_walk *w, const char *dir, size_t depth,
-		      const struct bindings *b, bool below_var,
-		      char **error_r);
-
-/* List dir and descend into every entry that matches the template
- * component at depth. Until a variable component has been passed, dir is
- * the configured root or a fixed path below it, so failing to list it is
- * an error. A failure deeper down only skips that branch. */
-static int
-walk_pattern(struct user_walk *w, const char *dir, size_t depth,
-	     const struct bindings *b, bool below_var, char **error_r)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int ret = 0;
-
-	if (d == NULL)
-		goto failed;
-	while (errno = 0, (de = readdir(d)) != NULL) {
-		struct bindings nb;
-
-		if (de->d_name[0] == '.' || !entry_is_dir(dirfd(d), de))
-			continue;
-		bindings_copy(&nb, b);
-		if (match_component(w->comps[depth], de->d_name, &nb)) {
-			char *path = xasprintf("%s/%s", dir, de->d_name);
-
-			walk_users(w, path, depth + 1, &nb, true, error_r);
-			free(path);
-		}
-		bindings_clear(&nb);
-	}
-	if (errno == 0) {
-		closedir(d);
-		return 0;
-	}
-failed:
-	if (below_var)
-		log_user_skip(dir, "unreadable", errno);
-	else
-		*error_r = xasprintf("cannot list mail root %s: %s; check "
-				     "[maildir] root and user_path",
-				     dir, strerror(errno));
-	ret = below_var ? 0 : -1;
-	if (d != NULL)
-		closedir(d);
-	return ret;
-}
-
-static int
-walk_users(struct user_walk *w, const char *dir, size_t depth,
-	   const struct bindings *b, bool below_var, char **error_r)
-{
-	char *path;
-	int ret;
-
-	if (depth == w->ncomps) {
-		add_user(w, dir, b);
-		return 0;
-	}
-	if (strchr(w->comps[depth], '%') != NULL)
-		return walk_pattern(w, dir, depth, b, below_var, error_r);
-
-	path = xasprintf("%s/%s", dir, w->comps[depth]);
-	ret = walk_users(w, path, depth + 1, b, below_var, error_r);
-	free(path);
-	return ret;
-}
-
-/* Split the template at '/' and unescape components without variables,
- * so that only pattern components keep a '%'. */
-static void
-split_template(const char *tpl, struct user_walk *w)
-{
-	char *copy = xstrdup(tpl), *save = NULL, *tok;
-	size_t cap = 0;
-
-	for (tok = strtok_r(copy, "/", &save); tok != NULL;
-	     tok = strtok_r(NULL, "/", &save)) {
-		if (strcmp(tok, ".") == 0)
-			continue;
-		w->comps = xgrow(w->comps, &cap, w->ncomps + 1, sizeof(char *));
-		w->comps[w->ncomps++] = xstrdup(tok);
-	}
-	free(copy);
-
-	for (size_t i = 0; i < w->ncomps; i++) {
-		char *c = w->comps[i];
-
-		if (strstr(c, "%u") != NULL || strstr(c, "%n") != NULL ||
-		    strstr(c, "%d") != NULL)
-			continue;
-		w->comps[i] = expand_template(c, "");
-		free(c);
-	}
-}
-
-static int
-user_compare(const void *a, const void *b)
-{
-	const struct md_user *ua = a, *ub = b;
-
-	return strcmp(ua->name, ub->name);
-}
-
-int
-md_list_users(const struct config *cfg, struct md_user **users_r,
-	      size_t *count_r, char **error_r)
-{
-	struct user_walk w = {0};
-	struct bindings none = {{NULL}};
-	int ret = -1;
-
-	*users_r = NULL;
-	*count_r = 0;
-	if (strstr(cfg->user_path, "%u") == NULL &&
-	    strstr(cfg->user_path, "%n") == NULL) {
-		*error_r = xasprintf("[maildir] user_path \"%s\" contains "
-				     "neither %%u nor %%n, so no login can be "
-				     "derived from it; use e.g. %%u/Maildir",
-				     cfg->user_path);
-		goto out;
-	}
-	split_template(cfg->user_path, &w);
-	if (walk_users(&w, cfg->maildir_root, 0, &none, false, error_r) < 0)
-		goto out;
-
-	qsort(w.users, w.count, sizeof(*w.users), user_compare);
-	*users_r = w.users;
-	*count_r = w.count;
-	w.users = NULL;
-	ret = 0;
-out:
-	md_users_free(&w.users, w.count);
-	for (size_t i = 0; i < w.ncomps; i++)
-		free(w.comps[i]);
-	free(w.comps);
-	return ret;
-}
-
-void
-md_users_free(struct md_user **users, size_t count)
-{
-	if (*users == NULL)
-		return;
-	for (size_t i = 0; i < count; i++) {
-		free((*users)[i].name);
-		free((*users)[i].path);
-	}
-	xfree(users);
 }
 
 /* ---- Folders ---------------------------------------------------------- */
@@ -500,7 +145,7 @@ folder_from_entry(const char *user_path, int dir_fd, const struct dirent *de,
 
 	/* "..DOVECOT-TRASHED" and other ".." names are Dovecot's own. */
 	if (dirname[0] != '.' || dirname[1] == '\0' || dirname[1] == '.' ||
-	    !entry_is_dir(dir_fd, de))
+	    !md_entry_is_dir(dir_fd, de))
 		return NULL;
 
 	path = xasprintf("%s/%s", user_path, dirname);
@@ -509,7 +154,7 @@ folder_from_entry(const char *user_path, int dir_fd, const struct dirent *de,
 		log_folder_skip(path, dirname + 1, "empty_name_component", 0);
 		goto out;
 	}
-	maildir = has_maildir_subdirs(path, &err);
+	maildir = md_has_maildir_subdirs(path, &err);
 	if (maildir <= 0) {
 		stats->skipped_folders++;
 		log_folder_skip(path, dirname + 1,
@@ -537,7 +182,7 @@ md_list_folders(const char *user_path, struct md_folder **folders_r,
 	DIR *dir;
 	int ret = -1;
 
-	stats = stats_or_dummy(stats, &dummy);
+	stats = md_stats_or_dummy(stats, &dummy);
 	*folders_r = NULL;
 	*count_r = 0;
 	dir = opendir(user_path);
@@ -608,7 +253,7 @@ append_tab_unescaped(char **out, size_t *len, size_t *cap, const char *s,
 		const char *code;
 
 		if (s[i] != '\001') {
-			buf_append(out, len, cap, s + i, 1);
+			md_buf_append(out, len, cap, s + i, 1);
 			continue;
 		}
 		if (i + 1 == n)
@@ -616,9 +261,9 @@ append_tab_unescaped(char **out, size_t *len, size_t *cap, const char *s,
 		i++;
 		code = strchr(codes, s[i]);
 		if (code != NULL)
-			buf_append(out, len, cap, values + (code - codes), 1);
+			md_buf_append(out, len, cap, values + (code - codes), 1);
 		else
-			buf_append(out, len, cap, s + i, 1);
+			md_buf_append(out, len, cap, s + i, 1);
 	}
 }
 
@@ -629,11 +274,11 @@ subscription_v2_name(const char *line)
 	size_t len = 0, cap = 0;
 	const char *tab;
 
-	buf_append(&out, &len, &cap, "", 0);
+	md_buf_append(&out, &len, &cap, "", 0);
 	while ((tab = strchr(line, '\t')) != NULL) {
 		append_tab_unescaped(&out, &len, &cap, line,
 				     (size_t)(tab - line));
-		buf_append(&out, &len, &cap, ".", 1);
+		md_buf_append(&out, &len, &cap, ".", 1);
 		line = tab + 1;
 	}
 	append_tab_unescaped(&out, &len, &cap, line, strlen(line));
@@ -860,277 +505,6 @@ md_keywords_free(char *keywords[26])
 {
 	for (size_t i = 0; i < N_KEYWORDS; i++)
 		xfree(&keywords[i]);
-}
-
-/* ---- Dates ------------------------------------------------------------ */
-
-static bool
-time_plausible(time_t t, time_t now)
-{
-	return t >= PLAUSIBLE_MIN && t <= now + PLAUSIBLE_FUTURE;
-}
-
-/* The epoch that Maildir writers put at the start of a unique name. */
-static bool
-name_epoch(const char *uniq, time_t now, time_t *t_r)
-{
-	long long t = 0;
-	size_t i;
-
-	for (i = 0; i < 12 && isdigit((unsigned char)uniq[i]); i++)
-		t = t * 10 + (uniq[i] - '0');
-	if (i == 0 || isdigit((unsigned char)uniq[i]))
-		return false;
-	*t_r = (time_t)t;
-	return time_plausible(*t_r, now);
-}
-
-/* Skip white space and RFC 5322 comments, which may nest. */
-static void
-skip_cfws(const char **p)
-{
-	int depth = 0;
-
-	for (;; (*p)++) {
-		if (**p == '\0')
-			return;
-		if (**p == '(')
-			depth++;
-		else if (**p == ')' && depth > 0)
-			depth--;
-		else if (**p == '\\' && depth > 0 && (*p)[1] != '\0')
-			(*p)++;
-		else if (depth == 0 && !isspace((unsigned char)**p))
-			return;
-	}
-}
-
-static bool
-read_number(const char **p, int min_digits, int max_digits, int *value_r,
-	    int *digits_r)
-{
-	int n = 0, v = 0;
-
-	skip_cfws(p);
-	while (n < max_digits && isdigit((unsigned char)**p)) {
-		v = v * 10 + (**p - '0');
-		(*p)++;
-		n++;
-	}
-	*value_r = v;
-	if (digits_r != NULL)
-		*digits_r = n;
-	return n >= min_digits && !isdigit((unsigned char)**p);
-}
-
-static size_t
-read_word(const char **p, char *buf, size_t size)
-{
-	size_t n = 0;
-
-	skip_cfws(p);
-	while (isalpha((unsigned char)**p)) {
-		if (n + 1 < size)
-			buf[n++] = **p;
-		(*p)++;
-	}
-	buf[n] = '\0';
-	return n;
-}
-
-static bool
-parse_month(const char **p, int *mon_r)
-{
-	static const char months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
-	char word[16];
-
-	if (read_word(p, word, sizeof(word)) < 3)
-		return false;
-	for (int i = 0; i < 12; i++) {
-		if (strncasecmp(word, months + 3 * i, 3) == 0) {
-			*mon_r = i;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* Zone offset in seconds east of UTC. Obsolete US zone names are
- * mapped; RFC 5322 says military letters carry no information, so they
- * and a missing zone count as +0000. */
-static bool
-parse_zone(const char **p, long *offset_r)
-{
-	static const struct {
-		const char *name;
-		int hours;
-	} names[] = {{"EST", -5}, {"EDT", -4}, {"CST", -6}, {"CDT", -5},
-		     {"MST", -7}, {"MDT", -6}, {"PST", -8}, {"PDT", -7}};
-	char word[16];
-	int hhmm, digits, sign;
-
-	*offset_r = 0;
-	skip_cfws(p);
-	if (**p == '+' || **p == '-') {
-		sign = **p == '-' ? -1 : 1;
-		(*p)++;
-		if (!read_number(p, 4, 4, &hhmm, &digits) || hhmm % 100 > 59)
-			return false;
-		*offset_r = sign * ((hhmm / 100) * 3600L + (hhmm % 100) * 60L);
-		return true;
-	}
-	read_word(p, word, sizeof(word));
-	for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++) {
-		if (strcasecmp(word, names[i].name) == 0)
-			*offset_r = names[i].hours * 3600L;
-	}
-	return true;
-}
-
-static bool
-parse_time_of_day(const char **p, struct tm *tm)
-{
-	if (!read_number(p, 1, 2, &tm->tm_hour, NULL))
-		return false;
-	skip_cfws(p);
-	if (**p != ':')
-		return false;
-	(*p)++;
-	if (!read_number(p, 2, 2, &tm->tm_min, NULL))
-		return false;
-	skip_cfws(p);
-	if (**p == ':') {
-		(*p)++;
-		if (!read_number(p, 2, 2, &tm->tm_sec, NULL))
-			return false;
-	}
-	return tm->tm_hour < 24 && tm->tm_min < 60 && tm->tm_sec <= 60;
-}
-
-/* Parse an RFC 5322 date-time, with the obsolete forms of section 4.3
- * (two- and three-digit years, zone names, comments). */
-static bool
-parse_rfc5322_date(const char *s, time_t *t_r)
-{
-	struct tm tm = {0};
-	int year, digits;
-	long offset;
-	char word[16];
-	const char *p = s;
-
-	skip_cfws(&p);
-	if (isalpha((unsigned char)*p)) {
-		read_word(&p, word, sizeof(word));
-		skip_cfws(&p);
-		if (*p == ',')
-			p++;
-	}
-	if (!read_number(&p, 1, 2, &tm.tm_mday, NULL) || tm.tm_mday < 1 ||
-	    tm.tm_mday > 31 || !parse_month(&p, &tm.tm_mon) ||
-	    !read_number(&p, 2, 4, &year, &digits) ||
-	    !parse_time_of_day(&p, &tm) || !parse_zone(&p, &offset))
-		return false;
-
-	if (digits == 2)
-		year += year < 50 ? 2000 : 1900;
-	else if (digits == 3)
-		year += 1900;
-	tm.tm_year = year - 1900;
-	*t_r = timegm(&tm) - offset;
-	return true;
-}
-
-/* Returns true with line's value appended when line continues the Date
- * field being collected or starts one. */
-static bool
-collect_date_line(const char *line, bool *in_date, char **value,
-		  size_t *len, size_t *cap)
-{
-	if (line[0] == ' ' || line[0] == '\t') {
-		if (*in_date)
-			buf_append(value, len, cap, line, strlen(line));
-		return *in_date;
-	}
-	if (*value != NULL) {
-		*in_date = false;
-		return false;
-	}
-	*in_date = strncasecmp(line, "Date:", 5) == 0;
-	if (*in_date)
-		buf_append(value, len, cap, line + 5, strlen(line + 5));
-	return *in_date;
-}
-
-/* Find the first Date field in the header section of path. Lines are
- * read in pieces of at most sizeof(buf) bytes, so a huge line is never
- * held whole. Reading stops at the empty line that ends the header, or
- * after MAX_HEADER_BYTES. */
-static char *
-read_date_field(const char *path)
-{
-	char buf[1024], *value = NULL;
-	size_t len = 0, cap = 0, total = 0, n;
-	bool in_date = false, line_start = true;
-	FILE *f = fopen(path, "re");
-
-	if (f == NULL)
-		return NULL;
-	while (total < MAX_HEADER_BYTES && fgets(buf, sizeof(buf), f)) {
-		n = strlen(buf);
-		total += n;
-		if (!line_start) {
-			if (in_date)
-				buf_append(&value, &len, &cap, buf, n);
-		} else if (buf[strspn(buf, "\r\n")] == '\0') {
-			break;
-		} else if (!collect_date_line(buf, &in_date, &value, &len,
-					      &cap) &&
-			   value != NULL) {
-			break;
-		}
-		line_start = n > 0 && buf[n - 1] == '\n';
-	}
-	fclose(f);
-	return value;
-}
-
-/* A Date before 1990 is kept, since old archives hold such mail, but
- * one more than a day in the future is as implausible as such an mtime. */
-static bool
-header_date(const char *path, time_t now, time_t *t_r)
-{
-	char *value = read_date_field(path);
-	bool ok;
-
-	if (value == NULL)
-		return false;
-	ok = parse_rfc5322_date(value, t_r) && *t_r >= 0 &&
-	     *t_r <= now + PLAUSIBLE_FUTURE;
-	free(value);
-	return ok;
-}
-
-time_t
-md_internaldate(const char *path, const char *uniq, time_t mtime,
-		const char **source_r)
-{
-	time_t now = time(NULL), t;
-	const char *source;
-
-	if (time_plausible(mtime, now)) {
-		t = mtime;
-		source = "mtime";
-	} else if (name_epoch(uniq, now, &t)) {
-		source = "name";
-	} else if (header_date(path, now, &t)) {
-		source = "header";
-	} else {
-		t = now;
-		source = "now";
-	}
-	if (source_r != NULL)
-		*source_r = source;
-	return t;
 }
 
 /* ---- Messages --------------------------------------------------------- */
@@ -1435,7 +809,7 @@ md_scan_folder(const struct md_folder *folder, const char *user,
 	struct scan sc = {.folder = folder, .user = user};
 	int listed_new, listed_cur = -1, ret = -1;
 
-	sc.stats = stats_or_dummy(stats, &dummy);
+	sc.stats = md_stats_or_dummy(stats, &dummy);
 	*msgs_r = NULL;
 	*count_r = 0;
 	load_scan_keywords(&sc);
@@ -1479,7 +853,7 @@ md_read_message(const struct md_folder *folder, const char *user,
 	struct scan sc = {.folder = folder, .user = user};
 	int ret;
 
-	sc.stats = stats_or_dummy(stats, &dummy);
+	sc.stats = md_stats_or_dummy(stats, &dummy);
 	for (size_t i = 0; i < N_KEYWORDS; i++)
 		sc.keywords[i] = keywords != NULL ? keywords[i] : NULL;
 	ret = read_message(&sc, in_new, filename, msg_r);
@@ -1501,271 +875,10 @@ md_messages_free(struct md_message **msgs, size_t count)
 	xfree(msgs);
 }
 
-/* ---- Content hash ----------------------------------------------------- */
-
-struct crlf_hasher {
-	gnutls_hash_hd_t hash;
-	bool pending_cr; /* the last byte was a CR, already emitted */
-	uint64_t size;
-	size_t len;
-	unsigned char buf[8192]; /* converted bytes not yet hashed */
-};
-
-struct crlf_hasher *
-crlf_hasher_new(void)
-{
-	struct crlf_hasher *h = xcalloc(1, sizeof(*h));
-
-	/* SHA-256 is always built into GnuTLS; failing here means memory
-	 * is exhausted or the library is broken, as in xmalloc(). */
-	if (gnutls_hash_init(&h->hash, GNUTLS_DIG_SHA256) < 0) {
-		fprintf(stderr, "mailrepl: gnutls_hash_init(SHA-256) "
-				"failed\n");
-		abort();
-	}
-	return h;
-}
-
-static void
-hasher_emit(struct crlf_hasher *h, unsigned char c)
-{
-	h->buf[h->len++] = c;
-	h->size++;
-	if (h->len == sizeof(h->buf)) {
-		gnutls_hash(h->hash, h->buf, h->len);
-		h->len = 0;
-	}
-}
-
-void
-crlf_hasher_update(struct crlf_hasher *h, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-
-	for (size_t i = 0; i < len; i++) {
-		/* A CR is emitted at once; the byte after it decides
-		 * whether an LF has to be added to complete the pair. */
-		if (h->pending_cr) {
-			h->pending_cr = false;
-			hasher_emit(h, '\n');
-			if (p[i] == '\n')
-				continue;
-		}
-		if (p[i] == '\r') {
-			hasher_emit(h, '\r');
-			h->pending_cr = true;
-		} else if (p[i] == '\n') {
-			hasher_emit(h, '\r');
-			hasher_emit(h, '\n');
-		} else {
-			hasher_emit(h, p[i] == '\0' ? 0x80 : p[i]);
-		}
-	}
-}
-
-void
-crlf_hasher_finish(struct crlf_hasher **h, unsigned char digest[32],
-		   uint64_t *crlf_size_r)
-{
-	struct crlf_hasher *hp = *h;
-
-	if (hp->pending_cr)
-		hasher_emit(hp, '\n');
-	if (hp->len > 0)
-		gnutls_hash(hp->hash, hp->buf, hp->len);
-	gnutls_hash_deinit(hp->hash, digest);
-	if (crlf_size_r != NULL)
-		*crlf_size_r = hp->size;
-	free(hp);
-	*h = NULL;
-}
-
-int
-md_hash_file(const char *path, unsigned char digest[32],
-	     uint64_t *crlf_size_r)
-{
-	struct crlf_hasher *h;
-	unsigned char *buf;
-	ssize_t n;
-	int fd, saved_errno;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	buf = xmalloc(READ_CHUNK);
-	h = crlf_hasher_new();
-	while ((n = read(fd, buf, READ_CHUNK)) != 0) {
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			break;
-		crlf_hasher_update(h, buf, (size_t)n);
-	}
-	saved_errno = errno;
-	crlf_hasher_finish(&h, digest, crlf_size_r);
-	free(buf);
-	close(fd);
-	errno = saved_errno;
-	return n < 0 ? -1 : 0;
-}
-
-/* ---- Modified UTF-7 --------------------------------------------------- */
-
-/* Check the RFC 3501 shape: printable ASCII, and every '&' opens a run of
- * modified base64 closed by '-'. glibc 2.36 decodes "a&b" as "a" without
- * an error, so an unclosed run is caught here. */
-static bool
-mutf7_well_formed(const char *name)
-{
-	static const char base64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				     "abcdefghijklmnopqrstuvwxyz0123456789+,";
-
-	for (const char *p = name; *p != '\0'; p++) {
-		if (*p < 0x20 || *p > 0x7e)
-			return false;
-		if (*p != '&')
-			continue;
-		p += 1 + strspn(p + 1, base64);
-		if (*p != '-')
-			return false;
-	}
-	return true;
-}
-
-char *
-mutf7_to_utf8(const char *name)
-{
-	size_t inleft = strlen(name), outsize = inleft * 4 + 16, outleft;
-	char *in = (char *)name, *out, *result;
-	iconv_t cd;
-
-	if (!mutf7_well_formed(name))
-		return xstrdup(name);
-	cd = iconv_open("UTF-8", "UTF-7-IMAP");
-	if (cd == (iconv_t)-1)
-		return xstrdup(name);
-
-	/* A base64 character carries 6 bits and every 16 bits become at
-	 * most 3 bytes of UTF-8, so 4 output bytes per input byte suffice. */
-	result = xmalloc(outsize);
-	out = result;
-	outleft = outsize - 1;
-	if (iconv(cd, &in, &inleft, &out, &outleft) == (size_t)-1 ||
-	    iconv(cd, NULL, NULL, &out, &outleft) == (size_t)-1) {
-		free(result);
-		result = xstrdup(name);
-	} else {
-		*out = '\0';
-	}
-	iconv_close(cd);
-	return result;
-}
-
 unsigned long
 md_stats_skipped(const struct md_stats *stats)
 {
 	return stats->skipped_malformed + stats->skipped_unreadable +
 	       stats->skipped_empty + stats->skipped_vanished +
 	       stats->skipped_not_file;
-}
-
-static bool
-name_listed(char *const *names, size_t n, const char *name)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (strcmp(names[i], name) == 0)
-			return true;
-	}
-	return false;
-}
-
-int
-md_select_users(const struct config *cfg, char *const *names, size_t nnames,
-		struct md_user **users_r, size_t *count_r, char **error_r)
-{
-	struct md_user *all;
-	size_t nall, kept = 0;
-
-	if (md_list_users(cfg, &all, &nall, error_r) < 0)
-		return -1;
-	for (size_t i = 0; names != NULL && i < nnames; i++) {
-		bool found = false;
-
-		for (size_t j = 0; j < nall && !found; j++)
-			found = strcmp(all[j].name, names[i]) == 0;
-		if (!found) {
-			*error_r = xasprintf("user %s not found under %s "
-					     "(user_path %s); check the name "
-					     "with ls %s",
-					     names[i], cfg->maildir_root,
-					     cfg->user_path, cfg->maildir_root);
-			md_users_free(&all, nall);
-			return -1;
-		}
-	}
-	for (size_t i = 0; i < nall; i++) {
-		if (names == NULL || name_listed(names, nnames, all[i].name)) {
-			all[kept++] = all[i];
-		} else {
-			free(all[i].name);
-			free(all[i].path);
-		}
-	}
-	*users_r = all;
-	*count_r = kept;
-	return 0;
-}
-
-/* Whether dir has an entry that is not hidden. */
-static bool
-dir_has_entry(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	bool found = false;
-
-	if (d == NULL)
-		return false;
-	while (!found && (de = readdir(d)) != NULL)
-		found = de->d_name[0] != '.';
-	closedir(d);
-	return found;
-}
-
-int
-md_tree_holds_mail(const struct config *cfg)
-{
-	struct md_user *users;
-	size_t nusers;
-	char *error = NULL;
-	int holds = 0;
-
-	if (md_list_users(cfg, &users, &nusers, &error) < 0) {
-		free(error);
-		return -1;
-	}
-	for (size_t u = 0; u < nusers && holds == 0; u++) {
-		struct md_folder *folders;
-		size_t n;
-
-		if (md_list_folders(users[u].path, &folders, &n, NULL,
-				    &error) < 0) {
-			free(error);
-			error = NULL;
-			holds = -1;
-			break;
-		}
-		for (size_t f = 0; f < n && holds == 0; f++) {
-			char *cur = xasprintf("%s/cur", folders[f].path);
-			char *new_dir = xasprintf("%s/new", folders[f].path);
-
-			if (dir_has_entry(cur) || dir_has_entry(new_dir))
-				holds = 1;
-			free(cur);
-			free(new_dir);
-		}
-		md_folders_free(&folders, n);
-	}
-	md_users_free(&users, nusers);
-	return holds;
 }
