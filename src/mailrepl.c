@@ -469,7 +469,10 @@ cmd_status(struct cli *cli, int argc, char **argv)
 		return 3;
 	printf("mode:            %s\n", cfg_mode_name(cli->cfg->mode));
 	if (cli->cfg->replica_host != NULL)
-		printf("replica:         %s\n", cli->cfg->replica_host);
+		printf("replica:         %s (IMAP port %u, control port "
+		       "%u)\n",
+		       cli->cfg->replica_host, cli->cfg->imap_port,
+		       cli->cfg->control_port);
 	print_agent(cli);
 	if (store_open(cli->cfg->state_dir, &store, &error) < 0 ||
 	    store_run_last(store, "init", &run, &found) < 0) {
