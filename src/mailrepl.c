@@ -237,13 +237,19 @@ request_init(struct cli *cli)
 static void
 print_counts(FILE *out, const struct sync_counts *c, const char *label)
 {
+	char messages[32], uploaded[32], adopted[32], expunged[32];
+
+	util_format_count(c->messages, messages, sizeof(messages));
+	util_format_count(c->uploaded, uploaded, sizeof(uploaded));
+	util_format_count(c->adopted, adopted, sizeof(adopted));
+	util_format_count(c->expunged, expunged, sizeof(expunged));
 	fprintf(out,
-		"%s: %llu users, %llu folders, %llu messages (%.1f MB); "
-		"uploaded %llu, adopted %llu, moved %llu, expunged %llu, "
+		"%s: %llu users, %llu folders, %s messages (%.1f MB); "
+		"uploaded %s, adopted %s, moved %llu, expunged %s, "
 		"flag updates %llu, rejected %llu, skipped %llu\n",
-		label, c->users, c->folders, c->messages, c->bytes / 1e6,
-		c->uploaded, c->adopted, c->moved, c->expunged,
-		c->flag_updates, c->rejected, c->skipped);
+		label, c->users, c->folders, messages, c->bytes / 1e6,
+		uploaded, adopted, c->moved, expunged, c->flag_updates,
+		c->rejected, c->skipped);
 }
 
 /* Add one --user value of init or verify. */

@@ -20,23 +20,6 @@ struct progress_display {
 	bool stopping;
 };
 
-/* Print n with thousands separators: 6046 -> "6,046". */
-static void
-format_count(unsigned long long n, char *buf, size_t size)
-{
-	char digits[32];
-	size_t len, out = 0;
-
-	snprintf(digits, sizeof(digits), "%llu", n);
-	len = strlen(digits);
-	for (size_t i = 0; i < len && out + 2 < size; i++) {
-		if (i > 0 && (len - i) % 3 == 0)
-			buf[out++] = ',';
-		buf[out++] = digits[i];
-	}
-	buf[out] = '\0';
-}
-
 void
 progress_format(const struct progress *p, long long elapsed_ms, char *buf,
 		size_t size)
@@ -46,9 +29,9 @@ progress_format(const struct progress *p, long long elapsed_ms, char *buf,
 	double rate = elapsed_ms > 0 ? msgs * 1000.0 / elapsed_ms : 0;
 	char done_s[32], total_s[32], rate_s[32], eta[32] = "-";
 
-	format_count(msgs, done_s, sizeof(done_s));
-	format_count(total, total_s, sizeof(total_s));
-	format_count((unsigned long long)rate, rate_s, sizeof(rate_s));
+	util_format_count(msgs, done_s, sizeof(done_s));
+	util_format_count(total, total_s, sizeof(total_s));
+	util_format_count((unsigned long long)rate, rate_s, sizeof(rate_s));
 	if (rate > 0 && total > msgs) {
 		long long left = (long long)((total - msgs) / rate);
 

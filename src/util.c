@@ -158,3 +158,19 @@ monotonic_ms(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+void
+util_format_count(unsigned long long n, char *buf, size_t size)
+{
+	char digits[32];
+	size_t len, out = 0;
+
+	snprintf(digits, sizeof(digits), "%llu", n);
+	len = strlen(digits);
+	for (size_t i = 0; i < len && out + 2 < size; i++) {
+		if (i > 0 && (len - i) % 3 == 0)
+			buf[out++] = ',';
+		buf[out++] = digits[i];
+	}
+	buf[out] = '\0';
+}

@@ -29,6 +29,9 @@ int read_secret_file(const char *path, char **secret_r, char **error_r);
 /* Overwrite and free a secret. */
 void secret_free(char **secret);
 
+/* Write n with thousands separators into buf: 6046 -> "6,046". */
+void util_format_count(unsigned long long n, char *buf, size_t size);
+
 /* Monotonic clock in milliseconds. */
 long long monotonic_ms(void);
 
