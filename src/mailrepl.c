@@ -446,7 +446,13 @@ print_agent(const struct cli *cli)
 	mrerr_clear(&err);
 	c = ctl_client_local(cli->cfg, &err);
 	if (c == NULL) {
-		printf("agent:           not running (%s)\n", err.text);
+		/* The reason says more than "not running" only when the
+		 * socket exists but does not answer. */
+		if (access(cli->cfg->control_socket, F_OK) == 0)
+			printf("agent:           not reachable (%s)\n",
+			       err.text);
+		else
+			printf("agent:           not running\n");
 		return;
 	}
 	printf("agent:           running\n");
@@ -461,7 +467,7 @@ cmd_status(struct cli *cli, int argc, char **argv)
 	struct store *store = NULL;
 	struct store_run run;
 	enum store_run_result result;
-	char *error = NULL;
+	char *error = NULL, control[32];
 	bool found = false;
 	int c;
 
@@ -474,11 +480,15 @@ cmd_status(struct cli *cli, int argc, char **argv)
 	if (load_config(cli) < 0)
 		return 3;
 	printf("mode:            %s\n", cfg_mode_name(cli->cfg->mode));
+	if (cli->cfg->control_port != 0)
+		snprintf(control, sizeof(control), "control port %u",
+			 cli->cfg->control_port);
+	else
+		snprintf(control, sizeof(control), "no control channel");
 	if (cli->cfg->replica_host != NULL)
-		printf("replica:         %s (IMAP port %u, control port "
-		       "%u)\n",
+		printf("replica:         %s (IMAP port %u, %s)\n",
 		       cli->cfg->replica_host, cli->cfg->imap_port,
-		       cli->cfg->control_port);
+		       control);
 	print_agent(cli);
 	if (store_open(cli->cfg->state_dir, &store, &error) < 0 ||
 	    store_run_last(store, "init", &run, &found) < 0) {
