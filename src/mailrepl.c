@@ -650,8 +650,6 @@ signal_agent(const struct cli *cli, enum cfg_mode mode)
 	if (pid > 0 && kill(pid, SIGHUP) == 0) {
 		printf("told the running agent (pid %ld) to reload\n",
 		       (long)pid);
-		/* TODO: the agent does not start the initial replication in
-		 * master mode yet. */
 		if (mode == CFG_MODE_MASTER)
 			printf("the agent will start the initial "
 			       "replication\n");
