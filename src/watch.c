@@ -1,7 +1,7 @@
 /* The Maildir watcher on inotify. Every watched directory has an entry,
- * indexed by its watch descriptor, that says what the directory is (a
- * level of the user_path template, a user's Maildir, a folder, or a new/
- * or cur/ directory) and to which user and folder it belongs. */
+ * indexed by its watch descriptor. The entry records what the directory
+ * is (a level of the user_path template, a user's Maildir, a folder, or
+ * a new/ or cur/ directory) and which user and folder it belongs to. */
 #include <config.h>
 #include "watch.h"
 #include "cfg.h"
@@ -187,9 +187,10 @@ log_watch_failure(const char *path, int err)
 	log_str(line, "path", path);
 	log_str(line, "error", strerror(err));
 	if (err == ENOSPC)
-		log_str(line, "msg", "fs.inotify.max_user_watches is reached; "
-				     "raise it with sysctl -w and in "
-				     "/etc/sysctl.d/, then restart");
+		log_str(line, "msg", "fs.inotify.max_user_watches was "
+				     "reached, so this directory is not "
+				     "watched. Raise it with sysctl -w and "
+				     "in /etc/sysctl.d/, then restart");
 	log_end(line);
 }
 
@@ -221,7 +222,7 @@ dir_store(struct watch *w, int wd, const struct watch_dir *entry)
 }
 
 /* Watch one directory, or only plan it while watch_new counts. Returns 0,
- * or -1 when the watch could not be added; a directory that is gone by
+ * or -1 when the watch could not be added. A directory that is gone by
  * now is not logged, because its parent's event reports it. */
 static int
 dir_add(struct watch *w, enum watch_kind kind, const char *path,
@@ -581,6 +582,8 @@ on_tree_event(struct watch *w, const struct watch_dir *d,
 	size_t depth = d->depth;
 	char *path;
 
+	/* TODO: a user's Maildir that is deleted or renamed is not
+	 * reported; only the periodic full reconcile notices it. */
 	if ((ev->mask & IN_ISDIR) == 0 ||
 	    (ev->mask & (IN_CREATE | IN_MOVED_TO)) == 0)
 		return;
@@ -611,7 +614,10 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 		w->overflow = true;
 		return;
 	}
-	/* The two halves of a rename are queued next to each other. */
+	/* The two halves of a rename are normally queued next to each
+	 * other. If another event comes between them, the folder is
+	 * forgotten here and added again as new at its IN_MOVED_TO, which
+	 * costs only a rescan. */
 	if (w->move.active && ((ev->mask & IN_MOVED_TO) == 0 ||
 			       ev->cookie != w->move.cookie))
 		move_expire(w);
@@ -731,7 +737,7 @@ plan_watches(struct watch *w, char **error_r)
 }
 
 /* Watch the planned directories. A directory removed since it was
- * planned is skipped; any other failure fails the start. */
+ * planned is skipped, and any other failure fails the start. */
 static int
 add_planned(struct watch *w, char **error_r)
 {
