@@ -23,8 +23,8 @@
 
 /* One mask for every kind, so that adding a directory again as another
  * kind never narrows the events of the watch the kernel already has. */
-#define WATCH_MASK                                                           \
-	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |               \
+#define WATCH_MASK                                                             \
+	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |                 \
 	 IN_CLOSE_WRITE | IN_ONLYDIR)
 
 enum watch_kind {
@@ -89,8 +89,7 @@ strdup_or_null(const char *s)
 }
 
 static void
-report(struct watch *w, const char *user, const char *folder,
-       const char *hint)
+report(struct watch *w, const char *user, const char *folder, const char *hint)
 {
 	if (w->on_change != NULL)
 		w->on_change(user, folder, hint, w->ctx);
@@ -187,10 +186,11 @@ log_watch_failure(const char *path, int err)
 	log_str(line, "path", path);
 	log_str(line, "error", strerror(err));
 	if (err == ENOSPC)
-		log_str(line, "msg", "fs.inotify.max_user_watches was "
-				     "reached, so this directory is not "
-				     "watched. Raise it with sysctl -w and "
-				     "in /etc/sysctl.d/, then restart");
+		log_str(line, "msg",
+			"fs.inotify.max_user_watches was "
+			"reached, so this directory is not "
+			"watched. Raise it with sysctl -w and "
+			"in /etc/sysctl.d/, then restart");
 	log_end(line);
 }
 
@@ -411,8 +411,7 @@ rescan_users(struct watch *w)
 	for (size_t i = 0; i < count; i++) {
 		const char *path = users[i].path;
 
-		if (nknown == 0 || bsearch(&path, known, nknown,
-					   sizeof(*known),
+		if (nknown == 0 || bsearch(&path, known, nknown, sizeof(*known),
 					   compare_strings) == NULL)
 			add_user(w, users[i].name, path);
 	}
@@ -510,8 +509,7 @@ on_subdir_event(struct watch *w, const struct watch_dir *d,
 		return;
 	if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) != 0) {
 		path = xasprintf("%s/%s", d->path, ev->name);
-		dir_add(w, WK_MSGDIR, path, d->user, d->folder,
-			d->depth + 1);
+		dir_add(w, WK_MSGDIR, path, d->user, d->folder, d->depth + 1);
 		free(path);
 	}
 	report(w, d->user, d->folder, "rescan");
@@ -618,8 +616,8 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 	 * other. If another event comes between them, the folder is
 	 * forgotten here and added again as new at its IN_MOVED_TO, which
 	 * costs only a rescan. */
-	if (w->move.active && ((ev->mask & IN_MOVED_TO) == 0 ||
-			       ev->cookie != w->move.cookie))
+	if (w->move.active &&
+	    ((ev->mask & IN_MOVED_TO) == 0 || ev->cookie != w->move.cookie))
 		move_expire(w);
 	if ((ev->mask & IN_IGNORED) != 0) {
 		dir_drop(w, ev->wd);

@@ -29,14 +29,14 @@ struct recorder {
 };
 
 static char *tmp;
-static char *root;   /* the mail root */
-static char *alice;  /* alice's Maildir */
+static char *root;  /* the mail root */
+static char *alice; /* alice's Maildir */
 static struct config *cfg;
 static struct watch *w;
 static struct recorder rec;
 
-static void
-make_dir(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void make_dir(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
 
 static void
 make_dir(const char *fmt, ...)
@@ -157,8 +157,8 @@ record(const char *user, const char *folder, const char *hint, void *ctx)
 	ck_assert_ptr_nonnull(user);
 	ck_assert_ptr_nonnull(folder);
 	ck_assert_ptr_nonnull(hint);
-	r->changes = xgrow(r->changes, &r->cap, r->count + 1,
-			   sizeof(*r->changes));
+	r->changes =
+		xgrow(r->changes, &r->cap, r->count + 1, sizeof(*r->changes));
 	r->changes[r->count].user = xstrdup(user);
 	r->changes[r->count].folder = xstrdup(folder);
 	r->changes[r->count++].hint = xstrdup(hint);
@@ -475,14 +475,10 @@ START_TEST(new_user_appears)
 END_TEST
 
 static const char *const dovecot_files[] = {
-	"dovecot-uidlist",
-	"dovecot-uidlist.lock",
-	"dovecot.index",
-	"dovecot.index.log",
-	"dovecot.index.cache",
-	"dovecot.list.index.log",
-	"dovecot-keywords.lock",
-	".hidden",
+	"dovecot-uidlist",       "dovecot-uidlist.lock",
+	"dovecot.index",         "dovecot.index.log",
+	"dovecot.index.cache",   "dovecot.list.index.log",
+	"dovecot-keywords.lock", ".hidden",
 };
 
 START_TEST(dovecot_files_ignored)
@@ -512,8 +508,9 @@ write_sysctl(const char *path, const char *value)
 {
 	FILE *f = fopen(path, "w");
 
-	ck_assert_msg(f != NULL, "cannot open %s for writing: %s (this test "
-				 "needs root)",
+	ck_assert_msg(f != NULL,
+		      "cannot open %s for writing: %s (this test "
+		      "needs root)",
 		      path, strerror(errno));
 	ck_assert_msg(fputs(value, f) >= 0 && fclose(f) == 0,
 		      "cannot write %s to %s: %s", value, path,
@@ -563,11 +560,8 @@ struct limit_case {
 };
 
 static const struct limit_case limit_cases[] = {
-	{8192, 12000, -1},
-	{8192, 8193, -1},
-	{8192, 8192, 0},
-	{8192, 10, 0},
-	{0, 0, 0},
+	{8192, 12000, -1}, {8192, 8193, -1}, {8192, 8192, 0},
+	{8192, 10, 0},     {0, 0, 0},
 };
 
 START_TEST(limit_comparison)
