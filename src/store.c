@@ -86,6 +86,18 @@ static const char *const migrations[] = {
         " reason TEXT"
         ");"
         "CREATE INDEX rejected_run ON rejected (run_id);",
+        /* The change queue. AUTOINCREMENT keeps a deleted id from being
+         * reused, because store_queue_done() must never delete a later
+         * row under an id that a worker still holds. */
+        "CREATE TABLE queue ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " user TEXT NOT NULL,"
+        " folder TEXT NOT NULL,"
+        " hint TEXT,"
+        " queued INTEGER NOT NULL,"
+        " UNIQUE (user, folder)"
+        ");"
+        "CREATE INDEX queue_order ON queue (queued, id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(*migrations)))
 
@@ -119,6 +131,10 @@ enum stmt_id {
 	ST_RUN_FINISH,
 	ST_RUN_LAST,
 	ST_REJECTED_ADD,
+	ST_QUEUE_ADD,
+	ST_QUEUE_NEXT,
+	ST_QUEUE_DONE,
+	ST_QUEUE_STATS,
 	N_STMTS
 };
 
@@ -198,6 +214,18 @@ static const char *const stmt_sql[N_STMTS] = {
         [ST_REJECTED_ADD] = "INSERT INTO rejected"
                             " (run_id, user, folder, uniq, reason)"
                             " VALUES (?1, ?2, ?3, ?4, ?5)",
+        /* REPLACE deletes the folder's queued row and inserts a new one
+         * with a new id but the old queued time. A worker that took the
+         * old row then finds its id gone in store_queue_done(), so the
+         * change that arrived meanwhile stays queued. */
+        [ST_QUEUE_ADD] = "INSERT OR REPLACE INTO queue"
+                         " (user, folder, hint, queued) VALUES (?1, ?2, ?3,"
+                         " coalesce((SELECT queued FROM queue"
+                         " WHERE user = ?1 AND folder = ?2), ?4))",
+        [ST_QUEUE_NEXT] = "SELECT id, user, folder FROM queue"
+                          " ORDER BY queued, id LIMIT 1",
+        [ST_QUEUE_DONE] = "DELETE FROM queue WHERE id = ?1",
+        [ST_QUEUE_STATS] = "SELECT count(*), min(queued) FROM queue",
 };
 
 /* The counters of struct store_run, in the column order of ST_RUN_FINISH
@@ -1129,4 +1157,69 @@ store_rejected_add(struct store *store, long long run_id, const char *user,
 	return stmt_exec(store, ST_REJECTED_ADD,
 	                 "recording the rejected message", "Ltttt", run_id,
 	                 user, folder, uniq, reason);
+}
+
+/* Change queue */
+
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int
+store_queue_add(struct store *store, const char *user, const char *folder,
+                const char *hint)
+{
+	return stmt_exec(store, ST_QUEUE_ADD, "queueing the change", "tttL",
+	                 user, folder, hint, now_ms());
+}
+
+int
+store_queue_next(struct store *store, char **user_r, char **folder_r,
+                 long long *id_r, bool *found_r)
+{
+	sqlite3_stmt *stmt = store->stmts[ST_QUEUE_NEXT];
+	int row;
+
+	*user_r = NULL;
+	*folder_r = NULL;
+	*id_r = 0;
+	row = stmt_row(store, stmt, "reading the change queue");
+	*found_r = row > 0;
+	if (row > 0) {
+		*id_r = sqlite3_column_int64(stmt, 0);
+		*user_r = column_strdup(stmt, 1);
+		*folder_r = column_strdup(stmt, 2);
+	}
+	sqlite3_reset(stmt);
+	return row < 0 ? -1 : 0;
+}
+
+int
+store_queue_done(struct store *store, long long id)
+{
+	return stmt_exec(store, ST_QUEUE_DONE, "removing the queued change",
+	                 "L", id);
+}
+
+int
+store_queue_stats(struct store *store, unsigned long long *count_r,
+                  long long *oldest_queued_ms_r)
+{
+	sqlite3_stmt *stmt = store->stmts[ST_QUEUE_STATS];
+	int row;
+
+	*count_r = 0;
+	*oldest_queued_ms_r = 0;
+	row = stmt_row(store, stmt, "counting the change queue");
+	if (row > 0) {
+		*count_r = (unsigned long long)sqlite3_column_int64(stmt, 0);
+		*oldest_queued_ms_r = sqlite3_column_int64(stmt, 1);
+	}
+	sqlite3_reset(stmt);
+	return row < 0 ? -1 : 0;
 }

@@ -136,4 +136,28 @@ int store_rejected_add(struct store *store, long long run_id,
 		       const char *user, const char *folder,
 		       const char *uniq, const char *reason);
 
+/* The change queue: what the watcher saw change, by (user, folder), for a
+ * worker to apply by diffing that folder. folder "" stands for the user
+ * itself (its folder list or subscriptions). hint is free text for logs
+ * (a file name, "keywords", "folders", "subscriptions") and may be NULL.
+ *
+ * A (user, folder) is queued at most once, so changes of one folder keep
+ * their order. Adding it again keeps the oldest queued time, replaces the
+ * hint and gives the row a new id: a worker that took the old id with
+ * store_queue_next() then leaves the newer change queued when it calls
+ * store_queue_done(). */
+int store_queue_add(struct store *store, const char *user, const char *folder,
+		    const char *hint);
+/* The oldest queued change; *found_r false when the queue is empty. The
+ * row stays queued until store_queue_done(). *user_r and *folder_r are
+ * the caller's to free (NULL when nothing was found). */
+int store_queue_next(struct store *store, char **user_r, char **folder_r,
+		     long long *id_r, bool *found_r);
+/* Remove the change with id; an id no longer queued is not an error. */
+int store_queue_done(struct store *store, long long id);
+/* Number of queued changes and the queued time of the oldest, in Unix
+ * milliseconds (0 when the queue is empty). */
+int store_queue_stats(struct store *store, unsigned long long *count_r,
+		      long long *oldest_queued_ms_r);
+
 #endif

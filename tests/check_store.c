@@ -223,7 +223,7 @@ START_TEST(open_sets_schema_version)
 	sqlite3 *db = raw_open();
 	char *version = raw_query(db, "PRAGMA user_version");
 
-	ck_assert_str_eq(version, "1");
+	ck_assert_str_eq(version, "2");
 	free(version);
 	sqlite3_close(db);
 	store_close(&st);
@@ -1051,6 +1051,208 @@ START_TEST(msg_put_rate_in_one_transaction)
 }
 END_TEST
 
+/* Change queue */
+
+static void
+queue_add(struct store *st, const char *user, const char *folder,
+          const char *hint)
+{
+	ck_assert_msg(store_queue_add(st, user, folder, hint) == 0,
+	              "store_queue_add %s/%s: %s", user, folder,
+	              store_error(st));
+}
+
+/* Take the next change and check its user and folder; returns its id. */
+static long long
+queue_expect(struct store *st, const char *user, const char *folder)
+{
+	char *got_user = NULL, *got_folder = NULL;
+	long long id = 0;
+	bool found = false;
+
+	ck_assert_int_eq(store_queue_next(st, &got_user, &got_folder, &id,
+	                                  &found),
+	                 0);
+	ck_assert_msg(found, "queue empty, expected %s/%s", user, folder);
+	ck_assert_str_eq(got_user, user);
+	ck_assert_str_eq(got_folder, folder);
+	ck_assert_int_gt(id, 0);
+	free(got_user);
+	free(got_folder);
+	return id;
+}
+
+static void
+queue_expect_empty(struct store *st)
+{
+	char *user = NULL, *folder = NULL;
+	long long id = 99;
+	bool found = true;
+
+	ck_assert_int_eq(store_queue_next(st, &user, &folder, &id, &found), 0);
+	ck_assert(!found);
+	ck_assert_ptr_null(user);
+	ck_assert_ptr_null(folder);
+	ck_assert_int_eq(id, 0);
+}
+
+START_TEST(queue_empty_next_and_stats)
+{
+	struct store *st = open_store();
+	unsigned long long count = 99;
+	long long oldest = 99;
+
+	queue_expect_empty(st);
+	ck_assert_int_eq(store_queue_stats(st, &count, &oldest), 0);
+	ck_assert_uint_eq(count, 0);
+	ck_assert_int_eq(oldest, 0);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(queue_oldest_first)
+{
+	struct store *st = open_store();
+	long long id;
+
+	queue_add(st, "alice", "INBOX", "1.a");
+	usleep(5000);
+	queue_add(st, "bob", "INBOX", "2.b");
+	usleep(5000);
+	queue_add(st, "alice", ".Sent", NULL);
+
+	id = queue_expect(st, "alice", "INBOX");
+	ck_assert_int_eq(store_queue_done(st, id), 0);
+	id = queue_expect(st, "bob", "INBOX");
+	ck_assert_int_eq(store_queue_done(st, id), 0);
+	id = queue_expect(st, "alice", ".Sent");
+	ck_assert_int_eq(store_queue_done(st, id), 0);
+	queue_expect_empty(st);
+	store_close(&st);
+}
+END_TEST
+
+/* Queueing a folder again keeps one row at its first position. */
+START_TEST(queue_add_coalesces_folder)
+{
+	struct store *st = open_store();
+	sqlite3 *db;
+	unsigned long long count = 0;
+	long long oldest = 0, first_queued;
+	char *rows;
+
+	queue_add(st, "alice", "INBOX", "1.a");
+	ck_assert_int_eq(store_queue_stats(st, &count, &first_queued), 0);
+	usleep(5000);
+	queue_add(st, "bob", "INBOX", NULL);
+	usleep(5000);
+	queue_add(st, "alice", "INBOX", "2.b");
+
+	ck_assert_int_eq(store_queue_stats(st, &count, &oldest), 0);
+	ck_assert_uint_eq(count, 2);
+	ck_assert_int_eq(oldest, first_queued);
+	db = raw_open();
+	rows = raw_query(db, "SELECT count(*) FROM queue WHERE user = 'alice'");
+	ck_assert_str_eq(rows, "1");
+	free(rows);
+	sqlite3_close(db);
+
+	ck_assert_int_eq(store_queue_done(st, queue_expect(st, "alice", "INBOX")),
+	                 0);
+	queue_expect(st, "bob", "INBOX");
+	store_close(&st);
+}
+END_TEST
+
+/* A change queued while a worker applies the folder must survive the
+ * worker's store_queue_done() of the row it took before. */
+START_TEST(queue_done_keeps_later_change)
+{
+	struct store *st = open_store();
+	long long taken, again;
+
+	queue_add(st, "alice", "INBOX", "1.a");
+	taken = queue_expect(st, "alice", "INBOX");
+	queue_add(st, "alice", "INBOX", "2.b");
+	ck_assert_int_eq(store_queue_done(st, taken), 0);
+
+	again = queue_expect(st, "alice", "INBOX");
+	ck_assert_int_ne(again, taken);
+	ck_assert_int_eq(store_queue_done(st, again), 0);
+	queue_expect_empty(st);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(queue_done_unknown_id_is_noop)
+{
+	struct store *st = open_store();
+	unsigned long long count = 0;
+	long long oldest;
+
+	queue_add(st, "alice", "INBOX", NULL);
+	ck_assert_int_eq(store_queue_done(st, 12345), 0);
+	ck_assert_int_eq(store_queue_stats(st, &count, &oldest), 0);
+	ck_assert_uint_eq(count, 1);
+	store_close(&st);
+}
+END_TEST
+
+/* Queued time is wall-clock milliseconds, so status can show its age. */
+START_TEST(queue_stats_oldest_is_unix_ms)
+{
+	struct store *st = open_store();
+	unsigned long long count = 0;
+	long long oldest = 0, before = (long long)time(NULL) * 1000;
+
+	queue_add(st, "alice", "", "subscriptions");
+	ck_assert_int_eq(store_queue_stats(st, &count, &oldest), 0);
+	ck_assert_uint_eq(count, 1);
+	ck_assert_int_ge(oldest, before);
+	ck_assert_int_le(oldest, before + 2000);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(queue_survives_reopen)
+{
+	struct store *st = open_store();
+
+	queue_add(st, "alice", ".Work", "folders");
+	store_close(&st);
+	st = open_store();
+	queue_expect(st, "alice", ".Work");
+	store_close(&st);
+}
+END_TEST
+
+/* A database of schema version 1 gains the queue and keeps its map. */
+START_TEST(migrate_v1_adds_queue)
+{
+	struct store *st = open_store();
+	uint32_t uidvalidity = 0;
+	char *version;
+	sqlite3 *db;
+
+	ck_assert_int_eq(store_folder_set(st, "alice", "INBOX", 7), 0);
+	store_close(&st);
+	raw_exec("DROP TABLE queue; PRAGMA user_version = 1");
+
+	st = open_store();
+	db = raw_open();
+	version = raw_query(db, "PRAGMA user_version");
+	ck_assert_str_eq(version, "2");
+	free(version);
+	sqlite3_close(db);
+	ck_assert_int_eq(store_folder_get(st, "alice", "INBOX", &uidvalidity),
+	                 0);
+	ck_assert_uint_eq(uidvalidity, 7);
+	queue_add(st, "alice", "INBOX", NULL);
+	queue_expect(st, "alice", "INBOX");
+	store_close(&st);
+}
+END_TEST
+
 static Suite *
 store_suite(void)
 {
@@ -1094,6 +1296,14 @@ store_suite(void)
 	tcase_add_loop_test(tc, run_result_names, 0,
 	                    sizeof(result_names) / sizeof(*result_names));
 	tcase_add_test(tc, rejected_add_records_reason);
+	tcase_add_test(tc, queue_empty_next_and_stats);
+	tcase_add_test(tc, queue_oldest_first);
+	tcase_add_test(tc, queue_add_coalesces_folder);
+	tcase_add_test(tc, queue_done_keeps_later_change);
+	tcase_add_test(tc, queue_done_unknown_id_is_noop);
+	tcase_add_test(tc, queue_stats_oldest_is_unix_ms);
+	tcase_add_test(tc, queue_survives_reopen);
+	tcase_add_test(tc, migrate_v1_adds_queue);
 	suite_add_tcase(s, tc);
 
 	tcase_add_checked_fixture(slow, setup, teardown);
