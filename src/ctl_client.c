@@ -121,7 +121,7 @@ read_line(struct ctl_client *c, char *line, struct mrerr *err)
 	}
 }
 
-/* Send a request and read its answer: each data line ("* ...") goes to
+/* Send a request and read its response: each data line ("* ...") goes to
  * on_data when it is not NULL; returns 0 for OK, 1 for NO or BAD (the
  * final line is in c->last), or -1 with *err. */
 static int

@@ -464,7 +464,11 @@ holds_mail(struct ctl_session *s)
 	if (fn == NULL)
 		return "unknown";
 	holds = fn(context);
-	return holds > 0 ? "yes" : holds == 0 ? "no" : "unknown";
+	if (holds > 0)
+		return "yes";
+	if (holds == 0)
+		return "no";
+	return "unknown";
 }
 
 static void

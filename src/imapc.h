@@ -50,6 +50,10 @@ char imapc_separator(struct imapc *c);
 /* The server's APPENDLIMIT, 0 when it announces none. */
 uint64_t imapc_appendlimit(struct imapc *c);
 
+/* The replica's name for a Maildir++ folder name ('.' between levels):
+ * the same hierarchy with the replica's separator. Caller frees. */
+char *imapc_replica_name(struct imapc *c, const char *folder);
+
 /* Mailbox names below are replica names (modified UTF-7, the server's
  * separator). */
 struct imapc_mailbox {

@@ -270,3 +270,16 @@ out:
 	free(command);
 	return ret;
 }
+
+char *
+imapc_replica_name(struct imapc *c, const char *folder)
+{
+	char sep = imapc_separator(c);
+	char *name = xstrdup(folder);
+
+	for (char *p = name; sep != '.' && *p; p++) {
+		if (*p == '.')
+			*p = sep;
+	}
+	return name;
+}

@@ -16,7 +16,7 @@ struct imapc {
 	char *host;
 	char *user;	    /* the user we act for */
 	char *selected;	    /* selected mailbox, or NULL */
-	char separator;	    /* hierarchy separator, '.' until LIST says */
+	char separator;	    /* hierarchy separator; '.' until LIST returns it */
 	bool literal_plus;  /* LITERAL+ (RFC 7888) offered */
 	bool literal_minus; /* LITERAL- offered: non-sync up to 4096 bytes */
 	bool multiappend;   /* MULTIAPPEND (RFC 3502) offered */

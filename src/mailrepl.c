@@ -91,7 +91,7 @@ static const struct option help_option[] = {
 	{NULL, 0, NULL, 0},
 };
 
-/* getopt has printed what is wrong; say where the options are. */
+/* getopt has printed what is wrong; point to the list of options. */
 static int
 usage_error(const char *command)
 {
@@ -446,7 +446,7 @@ print_agent(const struct cli *cli)
 	mrerr_clear(&err);
 	c = ctl_client_local(cli->cfg, &err);
 	if (c == NULL) {
-		/* The reason says more than "not running" only when the
+		/* The error adds to "not running" only when the
 		 * socket exists but does not answer. */
 		if (access(cli->cfg->control_socket, F_OK) == 0)
 			printf("agent:           not reachable (%s)\n",

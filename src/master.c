@@ -219,7 +219,7 @@ master_main(void *arg)
 		free(error);
 		return NULL;
 	}
-	/* Without a control channel there is nobody to ask: run the
+	/* Without a control channel there is no agent to ask: run the
 	 * initial replication when it is needed, and look again later. */
 	while (cfg->control_port == 0 && !stopping(m)) {
 		if (need_init(cfg))

@@ -106,23 +106,6 @@ sync_note_error(struct sync_worker *w, const char *user, const char *folder,
 	pthread_mutex_unlock(&run->lock);
 }
 
-char *
-sync_replica_name(struct imapc *c, const char *folder)
-{
-	char sep = imapc_separator(c);
-	char *name = xstrdup(folder);
-
-	/* Maildir++ separates levels with '.'; a replica configured with
-	 * another separator gets the same hierarchy. */
-	if (sep != '.') {
-		for (char *p = name; *p; p++) {
-			if (*p == '.')
-				*p = sep;
-		}
-	}
-	return name;
-}
-
 static bool
 run_stopped(struct sync_run *run)
 {

@@ -1,11 +1,11 @@
 /* The initial replication, second phase: one folder as a diff of the
  * Maildir against the message map and the replica.
  *
- *   map and replica agree       -> fix flags where they differ
- *   map entry, no Maildir file  -> UID EXPUNGE on the replica
- *   Maildir file, no map entry  -> re-match by content, else APPEND
- *   replica message nobody maps -> UID EXPUNGE (the master is
- *                                  authoritative)
+ *   map and replica agree          -> fix flags where they differ
+ *   map entry, no Maildir file     -> UID EXPUNGE on the replica
+ *   Maildir file, no map entry     -> re-match by content, else APPEND
+ *   replica message, no map entry  -> UID EXPUNGE (the master is
+ *                                     authoritative)
  *
  * Every APPEND is preceded by an intent record with the replica's
  * UIDNEXT, so that a copy that landed before a crash is found by the
@@ -558,7 +558,7 @@ sync_folder(struct sync_worker *w, const struct sync_unit *unit,
 		.user = w->run->users[unit->user].name,
 		.mdf = &unit->folder,
 		.folder = unit->folder.name,
-		.rname = sync_replica_name(w->conn, unit->folder.name),
+		.rname = imapc_replica_name(w->conn, unit->folder.name),
 		.dry_run = w->run->opt->dry_run,
 	};
 	int ret = -1;

@@ -58,8 +58,6 @@ void sync_disconnect(struct sync_worker *w);
 void sync_note_error(struct sync_worker *w, const char *user,
 		     const char *folder, const struct mrerr *err);
 
-/* The replica's name for a Maildir++ folder name. Caller frees. */
-char *sync_replica_name(struct imapc *c, const char *folder);
 
 int sync_prepare_user(struct sync_worker *w, size_t ui, struct mrerr *err);
 int sync_folder(struct sync_worker *w, const struct sync_unit *unit,

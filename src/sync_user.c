@@ -72,7 +72,7 @@ master_folder(const struct user_ctx *u, const char *name)
 	const struct md_folder *found = NULL;
 
 	for (size_t i = 0; i < u->nfolders && found == NULL; i++) {
-		char *rname = sync_replica_name(u->w->conn,
+		char *rname = imapc_replica_name(u->w->conn,
 						u->folders[i].name);
 
 		if (strcmp(rname, name) == 0)
@@ -300,7 +300,7 @@ static int
 create_folders(struct user_ctx *u, struct mrerr *err)
 {
 	for (size_t i = 0; i < u->nfolders; i++) {
-		char *rname = sync_replica_name(u->w->conn,
+		char *rname = imapc_replica_name(u->w->conn,
 						u->folders[i].name);
 		int r = 0;
 
@@ -478,8 +478,8 @@ move_one(struct user_ctx *u, const struct move_end *dep,
 {
 	const char *from = u->folders[dep->folder].name;
 	const char *to = u->folders[arr->folder].name;
-	char *rfrom = sync_replica_name(u->w->conn, from);
-	char *rto = sync_replica_name(u->w->conn, to);
+	char *rfrom = imapc_replica_name(u->w->conn, from);
+	char *rto = imapc_replica_name(u->w->conn, to);
 	struct imapc_status st;
 	uint32_t uidvalidity = 0, new_uid = 0;
 	int ret = -1;
@@ -578,7 +578,7 @@ sync_subscriptions(struct user_ctx *u, struct mrerr *err)
 		goto out;
 	}
 	for (size_t i = 0; i < nwant; i++) {
-		char *rname = sync_replica_name(u->w->conn, want[i]);
+		char *rname = imapc_replica_name(u->w->conn, want[i]);
 
 		free(want[i]);
 		want[i] = rname;

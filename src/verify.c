@@ -200,19 +200,6 @@ compare_items(struct verify_ctx *v, const char *folder, struct item *m,
 	}
 }
 
-static char *
-replica_name(struct imapc *c, const char *folder)
-{
-	char sep = imapc_separator(c);
-	char *name = xstrdup(folder);
-
-	for (char *p = name; sep != '.' && *p; p++) {
-		if (*p == '.')
-			*p = sep;
-	}
-	return name;
-}
-
 static int
 verify_folder(struct verify_ctx *v, const struct md_folder *folder,
 	      struct mrerr *err)
@@ -220,7 +207,7 @@ verify_folder(struct verify_ctx *v, const struct md_folder *folder,
 	struct item *m = NULL, *r = NULL;
 	struct md_message *msgs = NULL;
 	size_t nm = 0, nr = 0, nmsgs = 0;
-	char *rname = replica_name(v->conn, folder->name), *error = NULL;
+	char *rname = imapc_replica_name(v->conn, folder->name), *error = NULL;
 	struct imapc_status st;
 	int ret = -1;
 
@@ -281,7 +268,7 @@ verify_names(struct verify_ctx *v, const struct md_folder *folders,
 	int ret = -1;
 
 	for (size_t i = 0; i < nfolders; i++)
-		names[i] = replica_name(v->conn, folders[i].name);
+		names[i] = imapc_replica_name(v->conn, folders[i].name);
 	if (imapc_list(v->conn, false, &list, &nlist, err) < 0 ||
 	    imapc_list(v->conn, true, &subs, &nsubs, err) < 0)
 		goto out;
@@ -301,7 +288,7 @@ verify_names(struct verify_ctx *v, const struct md_folder *folders,
 		goto out;
 	}
 	for (size_t i = 0; i < nwant; i++) {
-		char *rn = replica_name(v->conn, want[i]);
+		char *rn = imapc_replica_name(v->conn, want[i]);
 
 		if (!in_mailboxes(subs, nsubs, rn, false))
 			differ(v, rn, "subscribed on the master only");
@@ -311,7 +298,7 @@ verify_names(struct verify_ctx *v, const struct md_folder *folders,
 		bool found = false;
 
 		for (size_t k = 0; k < nwant && !found; k++) {
-			char *rn = replica_name(v->conn, want[k]);
+			char *rn = imapc_replica_name(v->conn, want[k]);
 
 			found = strcmp(rn, subs[i].name) == 0;
 			free(rn);
