@@ -4,6 +4,7 @@
 
 #include "ctl_client.h"
 #include "log.h"
+#include "repl.h"
 #include "store.h"
 #include "util.h"
 
@@ -31,6 +32,8 @@ struct master {
 	bool stopping;
 	pid_t child; /* a running "mailrepl init", or 0 */
 	char *config_path;
+	struct config *cfg;
+	struct repl *repl;
 	char *last_error;
 };
 
@@ -129,6 +132,8 @@ run_init(struct master *m, const char *reason)
 
 	log_msg(LOG_LVL_INFO, "init_start", "starting the initial "
 		"replication (%s)", reason);
+	/* The worker lets go of the lock that the run takes. */
+	repl_hold(m->repl);
 	pid = fork();
 	if (pid == 0) {
 		sigset_t none;
@@ -143,6 +148,7 @@ run_init(struct master *m, const char *reason)
 		log_msg(LOG_LVL_ERROR, "error", "cannot start %s: %s", cli,
 			strerror(errno));
 		free(cli);
+		repl_release(m->repl);
 		return;
 	}
 	pthread_mutex_lock(&m->lock);
@@ -159,6 +165,7 @@ run_init(struct master *m, const char *reason)
 		"init_end", "%s exited with %d", cli,
 		WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	free(cli);
+	repl_release(m->repl);
 }
 
 /* One connection's life: bind, then initial replication when needed and
@@ -177,11 +184,18 @@ serve_replica(struct master *m, const struct config *cfg,
 		log_msg(LOG_LVL_ERROR, "error", "%s", err.text);
 		set_last_error(m, err.text);
 		free(id);
+		/* Only a refusal stops the pushing; a broken connection
+		 * says nothing about the binding. */
+		if (err.scope != MRERR_CONNECTION)
+			repl_set_enabled(m->repl, false);
 		return false;
 	}
 	free(id);
+	repl_set_enabled(m->repl, true);
 	while (!stopping(m)) {
 		char *last;
+		struct repl_stats st;
+		unsigned long long age = 0;
 		int r;
 
 		if (requested || need_init(cfg))
@@ -192,9 +206,14 @@ serve_replica(struct master *m, const struct config *cfg,
 		pthread_mutex_lock(&m->lock);
 		last = m->last_error != NULL ? xstrdup(m->last_error) : NULL;
 		pthread_mutex_unlock(&m->lock);
-		/* TODO: report pending changes once running replication is
-		 * built; until then nothing is ever pending. */
-		r = ctl_client_status(ctl, 0, 0, 0, last, &requested, &err);
+		repl_get_stats(m->repl, &st);
+		if (st.oldest_ms > 0 && time(NULL) > st.oldest_ms / 1000)
+			age = (unsigned long long)(time(NULL) -
+						   st.oldest_ms / 1000);
+		if (last == NULL && st.last_error[0] != '\0')
+			last = xstrdup(st.last_error);
+		r = ctl_client_status(ctl, st.pending, age, st.last_applied,
+				      last, &requested, &err);
 		free(last);
 		if (r < 0) {
 			log_msg(LOG_LVL_WARN, "peer_down", "%s", err.text);
@@ -210,15 +229,9 @@ static void *
 master_main(void *arg)
 {
 	struct master *m = arg;
-	struct config *cfg = NULL;
-	char *error = NULL;
+	const struct config *cfg = m->cfg;
 	unsigned backoff = 1;
 
-	if (config_load(m->config_path, &cfg, &error) < 0) {
-		log_msg(LOG_LVL_ERROR, "error", "%s", error);
-		free(error);
-		return NULL;
-	}
 	/* Without a control channel there is no agent to ask: run the
 	 * initial replication when it is needed, and look again later. */
 	while (cfg->control_port == 0 && !stopping(m)) {
@@ -248,7 +261,6 @@ master_main(void *arg)
 			pause_for(m, BACKOFF_MAX);
 		ctl_client_free(&ctl);
 	}
-	config_free(&cfg);
 	return NULL;
 }
 
@@ -259,10 +271,19 @@ master_start(const struct config *cfg, struct master **master_r,
 	struct master *m = xcalloc(1, sizeof(*m));
 
 	m->config_path = xstrdup(cfg->path);
+	if (config_load(m->config_path, &m->cfg, error_r) < 0 ||
+	    repl_start(m->cfg, &m->repl, error_r) < 0) {
+		config_free(&m->cfg);
+		free(m->config_path);
+		free(m);
+		return -1;
+	}
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->wake, NULL);
 	if (pthread_create(&m->thread, NULL, master_main, m) != 0) {
 		*error_r = xstrdup("cannot start the replication thread");
+		repl_stop(&m->repl);
+		config_free(&m->cfg);
 		free(m->config_path);
 		free(m);
 		return -1;
@@ -285,6 +306,8 @@ master_stop(struct master **mp)
 	pthread_cond_broadcast(&m->wake);
 	pthread_mutex_unlock(&m->lock);
 	pthread_join(m->thread, NULL);
+	repl_stop(&m->repl);
+	config_free(&m->cfg);
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->wake);
 	free(m->config_path);

@@ -98,6 +98,9 @@ static const char *const migrations[] = {
         " UNIQUE (user, folder)"
         ");"
         "CREATE INDEX queue_order ON queue (queued, id);",
+        /* Running replication asks whether a new file of one folder is
+         * mapped in another folder of the same user (a move). */
+        "CREATE INDEX messages_user_uniq ON messages (user, uniq);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(*migrations)))
 
@@ -135,6 +138,8 @@ enum stmt_id {
 	ST_QUEUE_NEXT,
 	ST_QUEUE_DONE,
 	ST_QUEUE_STATS,
+	ST_MSG_ELSEWHERE,
+	ST_REJECTED_HAS,
 	N_STMTS
 };
 
@@ -226,6 +231,12 @@ static const char *const stmt_sql[N_STMTS] = {
                           " ORDER BY queued, id LIMIT 1",
         [ST_QUEUE_DONE] = "DELETE FROM queue WHERE id = ?1",
         [ST_QUEUE_STATS] = "SELECT count(*), min(queued) FROM queue",
+        [ST_MSG_ELSEWHERE] = "SELECT EXISTS (SELECT 1 FROM messages"
+                             " WHERE user = ?1 AND uniq = ?3"
+                             " AND folder <> ?2)",
+        [ST_REJECTED_HAS] = "SELECT EXISTS (SELECT 1 FROM rejected"
+                            " WHERE run_id = ?1 AND user = ?2"
+                            " AND folder = ?3 AND uniq = ?4)",
 };
 
 /* The counters of struct store_run, in the column order of ST_RUN_FINISH
@@ -1157,6 +1168,32 @@ store_rejected_add(struct store *store, long long run_id, const char *user,
 	return stmt_exec(store, ST_REJECTED_ADD,
 	                 "recording the rejected message", "Ltttt", run_id,
 	                 user, folder, uniq, reason);
+}
+
+int
+store_rejected_has(struct store *store, long long run_id, const char *user,
+                   const char *folder, const char *uniq, bool *found_r)
+{
+	long long found;
+	int row = stmt_query_int(store, ST_REJECTED_HAS,
+	                         "looking up a rejected message", &found,
+	                         "Lttt", run_id, user, folder, uniq);
+
+	*found_r = row > 0 && found != 0;
+	return row < 0 ? -1 : 0;
+}
+
+int
+store_msg_elsewhere(struct store *store, const char *user, const char *folder,
+                    const char *uniq, bool *found_r)
+{
+	long long found;
+	int row = stmt_query_int(store, ST_MSG_ELSEWHERE,
+	                         "looking up the message in other folders",
+	                         &found, "ttt", user, folder, uniq);
+
+	*found_r = row > 0 && found != 0;
+	return row < 0 ? -1 : 0;
 }
 
 /* Change queue */

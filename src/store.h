@@ -78,6 +78,9 @@ int store_msg_delete(struct store *store, const char *user,
  * (caller frees), or with NULL when no message has that UID. */
 int store_msg_find_uid(struct store *store, const char *user,
 		       const char *folder, uint32_t uid, char **uniq_r);
+/* Whether uniq is mapped in a folder of user other than folder. */
+int store_msg_elsewhere(struct store *store, const char *user,
+			const char *folder, const char *uniq, bool *found_r);
 /* Number of mapped messages, for all users when user is NULL. */
 int store_msg_count(struct store *store, const char *user,
 		    unsigned long long *count_r);
@@ -135,6 +138,11 @@ const char *store_run_result_name(enum store_run_result result);
 int store_rejected_add(struct store *store, long long run_id,
 		       const char *user, const char *folder,
 		       const char *uniq, const char *reason);
+
+/* Whether run_id recorded uniq of (user, folder) as rejected. */
+int store_rejected_has(struct store *store, long long run_id,
+		       const char *user, const char *folder, const char *uniq,
+		       bool *found_r);
 
 /* The change queue: what the watcher saw change, by (user, folder), for a
  * worker to apply by diffing that folder. folder "" stands for the user

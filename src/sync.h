@@ -31,6 +31,11 @@ struct sync_options {
 	bool dry_run;		/* change nothing, report what would be done */
 	bool takeover;		/* rebind a replica bound to another master */
 	bool progress;		/* draw a progress line on stderr */
+	/* Running replication (the agent) rather than "mailrepl init": a
+	 * folder whose files left or arrived is first checked for moves
+	 * across the user's folders, and a message the replica rejected in
+	 * this run is not sent again. */
+	bool live;
 };
 
 /* Counters of one run, as stored in the run record. */

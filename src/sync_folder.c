@@ -519,6 +519,57 @@ upload(struct folder_ctx *f, struct mrerr *err)
 	return 0;
 }
 
+/* Live runs: whether a file left this folder, or a new one is mapped in
+ * another folder of the user. Either may be half of a move, which
+ * sync_user_moves() turns into a UID MOVE on the replica. */
+static int
+maybe_moved(struct folder_ctx *f, bool *moved_r, struct mrerr *err)
+{
+	size_t i = 0, j = 0;
+
+	*moved_r = false;
+	while (!*moved_r && (i < f->n || j < f->nmap)) {
+		int cmp = i >= f->n	 ? 1
+			  : j >= f->nmap ? -1
+					 : strcmp(f->msgs[i].uniq,
+						  f->map[j].uniq);
+
+		if (cmp > 0) {
+			*moved_r = true;
+		} else if (cmp < 0) {
+			if (store_msg_elsewhere(f->w->store, f->user, f->folder,
+						f->msgs[i].uniq, moved_r) < 0)
+				return store_failed(f, err);
+			i++;
+		} else {
+			i++;
+			j++;
+		}
+	}
+	return 0;
+}
+
+/* Live runs send a message that the replica rejected once in this run
+ * no more: it stays reported, and the folder goes on. */
+static int
+drop_rejected(struct folder_ctx *f, struct mrerr *err)
+{
+	size_t kept = 0;
+
+	for (size_t k = 0; k < f->nwanted; k++) {
+		const struct md_message *m = &f->msgs[f->wanted[k]];
+		bool found;
+
+		if (store_rejected_has(f->w->store, f->w->run->run_id, f->user,
+				       f->folder, m->uniq, &found) < 0)
+			return store_failed(f, err);
+		if (!found)
+			f->wanted[kept++] = f->wanted[k];
+	}
+	f->nwanted = kept;
+	return 0;
+}
+
 /* Messages already in place count as done for the progress line. */
 static void
 report_in_place(struct folder_ctx *f)
@@ -565,9 +616,21 @@ sync_folder(struct sync_worker *w, const struct sync_unit *unit,
 
 	if (load_state(&f, err) < 0)
 		goto out;
+	if (w->run->opt->live && !w->moves_checked) {
+		bool moved;
+
+		if (maybe_moved(&f, &moved, err) < 0)
+			goto out;
+		if (moved) {
+			ret = SYNC_FOLDER_MOVES;
+			goto out;
+		}
+	}
 	merge_map(&f);
 	if (rematch(&f, err) < 0 || fix_flags(&f, err) < 0 ||
 	    expunge(&f, err) < 0)
+		goto out;
+	if (w->run->opt->live && drop_rejected(&f, err) < 0)
 		goto out;
 	report_in_place(&f);
 	ret = upload(&f, err);

@@ -47,6 +47,7 @@ struct sync_worker {
 	struct imapc *conn;
 	size_t conn_user; /* user index of conn, or SIZE_MAX */
 	struct sync_counts counts;
+	bool moves_checked; /* live: sync_user_moves() ran for this unit */
 };
 
 /* Make w->conn a live connection acting for user index ui. */
@@ -60,6 +61,15 @@ void sync_note_error(struct sync_worker *w, const char *user,
 
 
 int sync_prepare_user(struct sync_worker *w, size_t ui, struct mrerr *err);
+/* Look for messages moved between user ui's folders and move them on the
+ * replica with UID MOVE. */
+int sync_user_moves(struct sync_worker *w, size_t ui, struct mrerr *err);
+
+/* sync_folder() returned this in a live run: a file left the folder, or
+ * a new one is mapped in another folder. Call sync_user_moves(), set
+ * w->moves_checked and call sync_folder() again. */
+#define SYNC_FOLDER_MOVES 1
+/* Returns 0, SYNC_FOLDER_MOVES, or -1 with *err. */
 int sync_folder(struct sync_worker *w, const struct sync_unit *unit,
 		struct mrerr *err);
 

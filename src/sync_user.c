@@ -555,6 +555,31 @@ out:
 	return ret;
 }
 
+int
+sync_user_moves(struct sync_worker *w, size_t ui, struct mrerr *err)
+{
+	struct user_ctx u = {
+		.w = w,
+		.ui = ui,
+		.user = w->run->users[ui].name,
+		.user_path = w->run->users[ui].path,
+		.dry_run = w->run->opt->dry_run,
+	};
+	struct md_stats stats = {0};
+	char *error = NULL;
+	int ret;
+
+	if (md_list_folders(u.user_path, &u.folders, &u.nfolders, &stats,
+			    &error) < 0) {
+		ret = mrerr_set(err, MRERR_USER, MRERR_RETRY_LATER, "%s", error);
+		free(error);
+		return ret;
+	}
+	ret = sync_moves(&u, err);
+	md_folders_free(&u.folders, u.nfolders);
+	return ret;
+}
+
 static bool
 list_has(char **names, size_t n, const char *name)
 {

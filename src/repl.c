@@ -1,0 +1,909 @@
+/* Running replication on the master: the watcher thread, the worker
+ * thread and how one queued change is applied. */
+#include <config.h>
+#include "repl.h"
+
+#include "log.h"
+#include "sync_private.h"
+#include "util.h"
+#include "watch.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Longest pause in seconds between two attempts after the replica failed
+ * or refused. */
+#define BACKOFF_MAX 60
+/* Seconds between two attempts to take the lock that "mailrepl init"
+ * holds. */
+#define LOCK_RETRY 2
+/* IMAP connections kept open, one per recently active user. */
+#define CONN_CACHE 16
+
+struct conn_slot {
+	char *user;
+	struct imapc *conn;
+	long long used_ms;
+};
+
+struct worker_ctx;
+
+struct repl {
+	const struct config *cfg;
+	struct worker_ctx *wc;
+	struct watch *watch;
+	int wake_fd; /* eventfd: wakes the watcher */
+	pthread_t watcher, worker;
+	bool watcher_started, worker_started;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stopping;
+	bool held;	     /* repl_hold() asks the worker to let go */
+	bool worker_free;    /* the worker holds no lock and waits */
+	bool kicked;	     /* the queue may hold something */
+	bool enabled;	     /* the replica accepts this master */
+	bool reconcile;	     /* the watcher should queue everything */
+	long long retry_ms;  /* monotonic time of the next attempt, or 0 */
+	struct repl_stats stats;
+};
+
+/* Shared state */
+
+static void
+kick(struct repl *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->kicked = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void
+update_queue_stats(struct repl *r, struct store *store)
+{
+	unsigned long long count;
+	long long oldest;
+
+	if (store_queue_stats(store, &count, &oldest) < 0)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->stats.pending = count;
+	r->stats.oldest_ms = oldest;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void
+set_waiting(struct repl *r, const char *why)
+{
+	bool changed;
+
+	pthread_mutex_lock(&r->lock);
+	changed = !r->stats.waiting ||
+		  strcmp(r->stats.waiting_for, why) != 0;
+	r->stats.waiting = true;
+	snprintf(r->stats.waiting_for, sizeof(r->stats.waiting_for), "%s",
+		 why);
+	pthread_mutex_unlock(&r->lock);
+	if (changed)
+		log_msg(LOG_LVL_INFO, "repl_wait", "changes stay queued: %s",
+			why);
+}
+
+static void
+clear_waiting(struct repl *r)
+{
+	bool was;
+
+	pthread_mutex_lock(&r->lock);
+	was = r->stats.waiting;
+	r->stats.waiting = false;
+	r->stats.waiting_for[0] = '\0';
+	pthread_mutex_unlock(&r->lock);
+	if (was)
+		log_msg(LOG_LVL_INFO, "repl_resume", "applying queued changes");
+}
+
+static void
+note_error(struct repl *r, const char *user, const char *folder,
+	   const struct mrerr *err, bool dropped)
+{
+	struct logline *line = log_begin(LOG_LVL_ERROR, "error");
+
+	log_str(line, "scope", mrerr_scope_name(err->scope));
+	if (user != NULL)
+		log_str(line, "user", user);
+	if (folder != NULL && folder[0] != '\0')
+		log_str(line, "folder", folder);
+	log_str(line, "error", err->text);
+	if (dropped)
+		log_str(line, "msg", "change dropped; the next change or "
+				     "reconcile of this folder retries it");
+	log_end(line);
+	pthread_mutex_lock(&r->lock);
+	snprintf(r->stats.last_error, sizeof(r->stats.last_error), "%s",
+		 err->text);
+	if (dropped)
+		r->stats.errors++;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The watcher */
+
+struct watcher_ctx {
+	struct repl *r;
+	struct store *store;
+	unsigned long long failed;
+};
+
+static void
+on_change(const char *user, const char *folder, const char *hint, void *ctx)
+{
+	struct watcher_ctx *wc = ctx;
+
+	if (store_queue_add(wc->store, user, folder, hint) < 0)
+		wc->failed++;
+}
+
+/* Queue every user ("") and every folder. Folders that cannot be listed
+ * now are left to their own events. */
+static void
+queue_all(struct watcher_ctx *wc, const char *why)
+{
+	struct md_user *users = NULL;
+	size_t nusers = 0, nqueued = 0;
+	char *error = NULL;
+
+	if (md_select_users(wc->r->cfg, NULL, 0, &users, &nusers, &error) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "reconcile: %s", error);
+		free(error);
+		return;
+	}
+	if (store_begin(wc->store) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "reconcile: state store: %s",
+			store_error(wc->store));
+		md_users_free(&users, nusers);
+		return;
+	}
+	for (size_t u = 0; u < nusers; u++) {
+		struct md_folder *folders = NULL;
+		size_t nfolders = 0;
+		struct md_stats stats = {0};
+
+		on_change(users[u].name, "", why, wc);
+		nqueued++;
+		if (md_list_folders(users[u].path, &folders, &nfolders, &stats,
+				    &error) < 0) {
+			free(error);
+			error = NULL;
+			continue;
+		}
+		for (size_t f = 0; f < nfolders; f++)
+			on_change(users[u].name, folders[f].name, why, wc);
+		nqueued += nfolders;
+		md_folders_free(&folders, nfolders);
+	}
+	if (store_commit(wc->store) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "reconcile: state store: %s",
+			store_error(wc->store));
+		store_rollback(wc->store);
+	} else {
+		log_msg(LOG_LVL_INFO, "reconcile", "queued %zu users and "
+			"folders (%s)", nqueued, why);
+	}
+	md_users_free(&users, nusers);
+}
+
+/* Read the pending events into the queue, in one transaction. Returns
+ * the result of watch_process(). */
+static int
+take_events(struct watcher_ctx *wc)
+{
+	int ret;
+
+	if (store_begin(wc->store) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "state store: %s",
+			store_error(wc->store));
+		return -1;
+	}
+	wc->failed = 0;
+	ret = watch_process(wc->r->watch, on_change, wc);
+	if (store_commit(wc->store) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "cannot queue changes: %s; "
+			"running a full reconcile", store_error(wc->store));
+		store_rollback(wc->store);
+		return 1;
+	}
+	if (wc->failed > 0) {
+		log_msg(LOG_LVL_ERROR, "error", "cannot queue %llu changes: "
+			"%s; running a full reconcile", wc->failed,
+			store_error(wc->store));
+		return 1;
+	}
+	return ret;
+}
+
+static void *
+watcher_main(void *arg)
+{
+	struct repl *r = arg;
+	struct watcher_ctx wc = {.r = r};
+	long long interval = (long long)r->cfg->reconcile_interval * 1000;
+	long long next = monotonic_ms() + interval;
+	char *error = NULL;
+
+	if (store_open(r->cfg->state_dir, &wc.store, &error) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "%s", error);
+		free(error);
+		return NULL;
+	}
+	queue_all(&wc, "startup");
+	update_queue_stats(r, wc.store);
+	kick(r);
+	for (;;) {
+		struct pollfd fds[2] = {
+			{.fd = watch_fd(r->watch), .events = POLLIN},
+			{.fd = r->wake_fd, .events = POLLIN},
+		};
+		long long wait = next - monotonic_ms();
+		bool stop, reconcile;
+		int n;
+
+		n = poll(fds, 2, wait < 0 ? 0 : (int)(wait > 60000 ? 60000
+								   : wait));
+		if (n < 0 && errno != EINTR) {
+			log_msg(LOG_LVL_ERROR, "error", "poll: %s",
+				strerror(errno));
+			break;
+		}
+		if (n > 0 && (fds[1].revents & POLLIN) != 0) {
+			uint64_t v;
+
+			if (read(r->wake_fd, &v, sizeof(v)) < 0)
+				v = 0;
+		}
+		pthread_mutex_lock(&r->lock);
+		stop = r->stopping;
+		reconcile = r->reconcile;
+		r->reconcile = false;
+		pthread_mutex_unlock(&r->lock);
+		if (stop)
+			break;
+		if (n > 0 && (fds[0].revents & POLLIN) != 0 &&
+		    take_events(&wc) == 1) {
+			log_msg(LOG_LVL_WARN, "overflow", "inotify lost events; "
+				"running a full reconcile");
+			reconcile = true;
+		}
+		if (monotonic_ms() >= next) {
+			queue_all(&wc, "timer");
+			next = monotonic_ms() + interval;
+		} else if (reconcile) {
+			queue_all(&wc, "reconcile");
+		}
+		update_queue_stats(r, wc.store);
+		kick(r);
+	}
+	store_close(&wc.store);
+	return NULL;
+}
+
+/* The worker */
+
+struct worker_ctx {
+	struct repl *r;
+	struct sync_options opt;
+	struct sync_run run;
+	struct sync_worker w;
+	struct conn_slot conns[CONN_CACHE];
+	int lock_fd;
+	unsigned backoff;
+};
+
+static int
+load_run_users(struct worker_ctx *wc, char **error_r)
+{
+	struct md_user *users = NULL;
+	size_t n = 0;
+
+	if (md_select_users(wc->opt.cfg, NULL, 0, &users, &n, error_r) < 0)
+		return -1;
+	md_users_free(&wc->run.users, wc->run.nusers);
+	free(wc->run.user_failed);
+	free(wc->run.dry_reset);
+	wc->run.users = users;
+	wc->run.nusers = n;
+	wc->run.user_failed = xcalloc(n + 1, sizeof(bool));
+	wc->run.dry_reset = xcalloc(n + 1, sizeof(bool));
+	wc->w.conn_user = SIZE_MAX;
+	return 0;
+}
+
+/* The index of user in the run, listing the users again for one that
+ * appeared since; SIZE_MAX when it is not a user on the master. */
+static size_t
+user_index(struct worker_ctx *wc, const char *user)
+{
+	char *error = NULL;
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < wc->run.nusers; i++) {
+			if (strcmp(wc->run.users[i].name, user) == 0)
+				return i;
+		}
+		if (pass == 0 && load_run_users(wc, &error) < 0) {
+			log_msg(LOG_LVL_ERROR, "error", "%s", error);
+			free(error);
+			break;
+		}
+	}
+	return SIZE_MAX;
+}
+
+/* Put the cached connection of user ui into w->conn. */
+static void
+take_conn(struct worker_ctx *wc, size_t ui)
+{
+	const char *user = wc->run.users[ui].name;
+
+	wc->w.conn = NULL;
+	wc->w.conn_user = SIZE_MAX;
+	for (size_t i = 0; i < CONN_CACHE; i++) {
+		struct conn_slot *s = &wc->conns[i];
+
+		if (s->user != NULL && strcmp(s->user, user) == 0) {
+			wc->w.conn = s->conn;
+			wc->w.conn_user = s->conn != NULL ? ui : SIZE_MAX;
+			s->conn = NULL;
+			return;
+		}
+	}
+}
+
+/* Keep w->conn for the next change of the same user, closing the least
+ * recently used connection when the cache is full. */
+static void
+give_back_conn(struct worker_ctx *wc, const char *user)
+{
+	struct conn_slot *slot = NULL;
+
+	for (size_t i = 0; i < CONN_CACHE && slot == NULL; i++) {
+		if (wc->conns[i].user != NULL &&
+		    strcmp(wc->conns[i].user, user) == 0)
+			slot = &wc->conns[i];
+	}
+	for (size_t i = 0; i < CONN_CACHE && slot == NULL; i++) {
+		if (wc->conns[i].user == NULL)
+			slot = &wc->conns[i];
+	}
+	if (slot == NULL) {
+		slot = &wc->conns[0];
+		for (size_t i = 1; i < CONN_CACHE; i++) {
+			if (wc->conns[i].used_ms < slot->used_ms)
+				slot = &wc->conns[i];
+		}
+	}
+	if (slot->user == NULL || strcmp(slot->user, user) != 0) {
+		imapc_free(&slot->conn);
+		free(slot->user);
+		slot->user = xstrdup(user);
+	}
+	imapc_free(&slot->conn);
+	slot->conn = wc->w.conn;
+	slot->used_ms = monotonic_ms();
+	wc->w.conn = NULL;
+	wc->w.conn_user = SIZE_MAX;
+}
+
+static void
+close_conns(struct worker_ctx *wc)
+{
+	for (size_t i = 0; i < CONN_CACHE; i++) {
+		imapc_free(&wc->conns[i].conn);
+		free(wc->conns[i].user);
+		wc->conns[i].user = NULL;
+	}
+	imapc_free(&wc->w.conn);
+}
+
+/* Queue every folder of user ui, after its first preparation. */
+static void
+queue_user_folders(struct worker_ctx *wc, size_t ui)
+{
+	struct md_folder *folders = NULL;
+	size_t n = 0;
+	struct md_stats stats = {0};
+	char *error = NULL;
+
+	if (md_list_folders(wc->run.users[ui].path, &folders, &n, &stats,
+			    &error) < 0) {
+		free(error);
+		return;
+	}
+	for (size_t f = 0; f < n; f++)
+		store_queue_add(wc->w.store, wc->run.users[ui].name,
+				folders[f].name, "new user");
+	md_folders_free(&folders, n);
+}
+
+static int
+apply_user(struct worker_ctx *wc, size_t ui, struct mrerr *err)
+{
+	bool known = true;
+
+	if (store_user_known(wc->w.store, wc->run.users[ui].name, &known) < 0)
+		return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_LATER,
+				 "state store: %s", store_error(wc->w.store));
+	if (sync_prepare_user(&wc->w, ui, err) < 0)
+		return -1;
+	if (!known)
+		queue_user_folders(wc, ui);
+	return 0;
+}
+
+/* The folder as the Maildir has it now, or NULL when it is gone. */
+static struct md_folder *
+find_folder(struct worker_ctx *wc, size_t ui, const char *name,
+	    struct md_folder **all_r, size_t *n_r)
+{
+	struct md_stats stats = {0};
+	char *error = NULL;
+
+	*all_r = NULL;
+	*n_r = 0;
+	if (md_list_folders(wc->run.users[ui].path, all_r, n_r, &stats,
+			    &error) < 0) {
+		free(error);
+		return NULL;
+	}
+	for (size_t f = 0; f < *n_r; f++) {
+		if (strcmp((*all_r)[f].name, name) == 0)
+			return &(*all_r)[f];
+	}
+	return NULL;
+}
+
+static int
+apply_folder(struct worker_ctx *wc, size_t ui, const char *folder,
+	     struct mrerr *err)
+{
+	struct md_folder *all, *mdf;
+	size_t n;
+	struct sync_unit unit = {.user = ui};
+	int r;
+
+	mdf = find_folder(wc, ui, folder, &all, &n);
+	if (mdf == NULL) {
+		/* Deleted or renamed: the user's folder list says which. */
+		md_folders_free(&all, n);
+		return sync_prepare_user(&wc->w, ui, err);
+	}
+	unit.folder = *mdf;
+	wc->w.moves_checked = false;
+	r = sync_folder(&wc->w, &unit, err);
+	if (r < 0 && err->scope == MRERR_FOLDER) {
+		/* Most often a folder the replica does not have yet. */
+		mrerr_clear(err);
+		r = sync_prepare_user(&wc->w, ui, err);
+		if (r == 0)
+			r = sync_folder(&wc->w, &unit, err);
+	}
+	if (r == SYNC_FOLDER_MOVES) {
+		r = sync_user_moves(&wc->w, ui, err);
+		wc->w.moves_checked = true;
+		if (r == 0)
+			r = sync_folder(&wc->w, &unit, err);
+	}
+	md_folders_free(&all, n);
+	return r;
+}
+
+/* Apply one queued change. Returns 0 when it is done (applied, or
+ * nothing to do), -1 with *err otherwise. */
+static int
+apply(struct worker_ctx *wc, const char *user, const char *folder,
+      struct mrerr *err)
+{
+	size_t ui = user_index(wc, user);
+	bool cached;
+	int r = -1;
+
+	if (ui == SIZE_MAX) {
+		log_msg(LOG_LVL_INFO, "user_gone", "user %s is no longer on "
+			"the master; its replica mailboxes are left alone",
+			user);
+		return 0;
+	}
+	take_conn(wc, ui);
+	/* A cached connection may have been closed by the server while it
+	 * was idle: one failure on it is retried on a new one. */
+	cached = wc->w.conn != NULL;
+	for (int attempt = 0; attempt < (cached ? 2 : 1); attempt++) {
+		mrerr_clear(err);
+		if (sync_connect(&wc->w, ui, err) == 0)
+			r = folder[0] == '\0'
+				    ? apply_user(wc, ui, err)
+				    : apply_folder(wc, ui, folder, err);
+		if (r == 0 || err->scope != MRERR_CONNECTION)
+			break;
+		sync_disconnect(&wc->w);
+	}
+	if (r < 0 && err->scope == MRERR_CONNECTION)
+		sync_disconnect(&wc->w);
+	give_back_conn(wc, user);
+	return r < 0 ? -1 : 0;
+}
+
+static void
+log_applied(const char *user, const char *folder, long long ms)
+{
+	struct logline *line = log_begin(LOG_LVL_INFO, "apply");
+	char *display = mutf7_to_utf8(folder);
+
+	log_str(line, "user", user);
+	log_str(line, "folder", folder[0] != '\0' ? display : "-");
+	log_int(line, "ms", ms);
+	log_end(line);
+	free(display);
+}
+
+/* Whether an initial replication has completed for this state store. */
+static bool
+init_done(struct store *store)
+{
+	struct store_run run;
+	bool found = false, done;
+
+	if (store_run_last(store, "init", &run, &found) < 0 || !found)
+		return false;
+	done = run.result == RUN_OK || run.result == RUN_REJECTED;
+	store_run_clear(&run);
+	return done;
+}
+
+static void
+release_lock(struct worker_ctx *wc)
+{
+	if (wc->lock_fd >= 0)
+		close(wc->lock_fd);
+	wc->lock_fd = -1;
+}
+
+static bool
+should_pause(struct repl *r)
+{
+	bool pause;
+
+	pthread_mutex_lock(&r->lock);
+	pause = r->stopping || r->held || !r->enabled;
+	pthread_mutex_unlock(&r->lock);
+	return pause;
+}
+
+static void
+retry_in(struct repl *r, unsigned seconds)
+{
+	pthread_mutex_lock(&r->lock);
+	r->retry_ms = monotonic_ms() + (long long)seconds * 1000;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Apply queued changes until the queue is empty, the replica fails, or
+ * the worker is asked to pause. */
+static void
+drain(struct worker_ctx *wc)
+{
+	struct repl *r = wc->r;
+	char *error = NULL;
+
+	if (wc->lock_fd < 0) {
+		wc->lock_fd = sync_lock(r->cfg->state_dir, &error);
+		if (wc->lock_fd == -2) {
+			set_waiting(r, "an initial replication is running");
+			retry_in(r, LOCK_RETRY);
+			return;
+		}
+		if (wc->lock_fd < 0) {
+			log_msg(LOG_LVL_ERROR, "error", "%s", error);
+			free(error);
+			retry_in(r, BACKOFF_MAX);
+			return;
+		}
+	}
+	if (!init_done(wc->w.store)) {
+		set_waiting(r, "no initial replication has succeeded yet");
+		return;
+	}
+	while (!should_pause(r)) {
+		char *user = NULL, *folder = NULL;
+		long long id, started;
+		bool found;
+		struct mrerr err;
+
+		if (store_queue_next(wc->w.store, &user, &folder, &id,
+				     &found) < 0) {
+			log_msg(LOG_LVL_ERROR, "error", "change queue: %s",
+				store_error(wc->w.store));
+			retry_in(r, BACKOFF_MAX);
+			return;
+		}
+		if (!found)
+			break;
+		clear_waiting(r);
+		started = monotonic_ms();
+		if (apply(wc, user, folder, &err) == 0 ||
+		    (err.scope != MRERR_CONNECTION &&
+		     err.scope != MRERR_CONFIG)) {
+			if (err.scope != MRERR_NONE)
+				note_error(r, user, folder, &err, true);
+			store_queue_done(wc->w.store, id);
+			wc->backoff = 1;
+			pthread_mutex_lock(&r->lock);
+			if (err.scope == MRERR_NONE) {
+				r->stats.applied++;
+				r->stats.last_applied = time(NULL);
+			}
+			pthread_mutex_unlock(&r->lock);
+			log_applied(user, folder, monotonic_ms() - started);
+		} else {
+			/* The replica is down or refuses: keep the change
+			 * and try again later. */
+			note_error(r, user, folder, &err, false);
+			set_waiting(r, "the replica failed; retrying");
+			retry_in(r, wc->backoff);
+			wc->backoff = wc->backoff * 2 > BACKOFF_MAX
+					      ? BACKOFF_MAX
+					      : wc->backoff * 2;
+			free(user);
+			free(folder);
+			update_queue_stats(r, wc->w.store);
+			return;
+		}
+		free(user);
+		free(folder);
+		update_queue_stats(r, wc->w.store);
+	}
+}
+
+/* Wait until there is something to do; returns false when stopping.
+ * The worker holds no lock while it waits. */
+static bool
+wait_for_work(struct worker_ctx *wc)
+{
+	struct repl *r = wc->r;
+	bool go;
+
+	release_lock(wc);
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		long long now = monotonic_ms();
+
+		if (r->stopping)
+			break;
+		if (r->retry_ms != 0 && now >= r->retry_ms) {
+			r->retry_ms = 0;
+			r->kicked = true;
+		}
+		if (!r->held && r->enabled && r->kicked && r->retry_ms == 0)
+			break;
+		r->worker_free = true;
+		pthread_cond_broadcast(&r->cond);
+		if (r->retry_ms != 0) {
+			struct timespec until;
+			long long left = r->retry_ms - now;
+
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += left / 1000;
+			until.tv_nsec += (left % 1000) * 1000000;
+			if (until.tv_nsec >= 1000000000) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&r->cond, &r->lock, &until);
+		} else {
+			pthread_cond_wait(&r->cond, &r->lock);
+		}
+	}
+	r->kicked = false;
+	r->worker_free = false;
+	go = !r->stopping;
+	pthread_mutex_unlock(&r->lock);
+	return go;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker_ctx *wc = arg;
+
+	while (wait_for_work(wc))
+		drain(wc);
+	release_lock(wc);
+	pthread_mutex_lock(&wc->r->lock);
+	wc->r->worker_free = true;
+	pthread_cond_broadcast(&wc->r->cond);
+	pthread_mutex_unlock(&wc->r->lock);
+	return NULL;
+}
+
+static struct worker_ctx *
+worker_ctx_new(struct repl *r, char **error_r)
+{
+	struct worker_ctx *wc = xcalloc(1, sizeof(*wc));
+
+	wc->r = r;
+	wc->lock_fd = -1;
+	wc->backoff = 1;
+	wc->opt.cfg = r->cfg;
+	wc->opt.password = r->cfg->admin_password;
+	wc->opt.live = true;
+	wc->run.opt = &wc->opt;
+	pthread_mutex_init(&wc->run.lock, NULL);
+	imapc_params_from_config(&wc->run.params, r->cfg,
+				 r->cfg->admin_password);
+	wc->w.run = &wc->run;
+	wc->w.conn_user = SIZE_MAX;
+	if (store_open(r->cfg->state_dir, &wc->w.store, error_r) < 0 ||
+	    load_run_users(wc, error_r) < 0 ||
+	    store_run_start(wc->w.store, "live", &wc->run.run_id) < 0) {
+		if (wc->w.store != NULL && *error_r == NULL)
+			*error_r = xstrdup(store_error(wc->w.store));
+		return wc; /* freed by worker_ctx_free() */
+	}
+	return wc;
+}
+
+static void
+worker_ctx_free(struct worker_ctx *wc)
+{
+	if (wc == NULL)
+		return;
+	close_conns(wc);
+	if (wc->w.store != NULL) {
+		if (wc->run.run_id != 0) {
+			struct store_run rec = {.id = wc->run.run_id,
+						.result = RUN_OK};
+
+			store_run_finish(wc->w.store, &rec);
+		}
+		store_close(&wc->w.store);
+	}
+	md_users_free(&wc->run.users, wc->run.nusers);
+	free(wc->run.user_failed);
+	free(wc->run.dry_reset);
+	free(wc->run.fatal);
+	free(wc->run.first_error);
+	pthread_mutex_destroy(&wc->run.lock);
+	release_lock(wc);
+	free(wc);
+}
+
+/* Public interface */
+
+int
+repl_start(const struct config *cfg, struct repl **repl_r, char **error_r)
+{
+	struct repl *r = xcalloc(1, sizeof(*r));
+
+	*error_r = NULL;
+	r->cfg = cfg;
+	r->enabled = true;
+	r->worker_free = true;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->wake_fd < 0) {
+		*error_r = xasprintf("eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	r->watch = watch_new(cfg, error_r);
+	if (r->watch == NULL)
+		goto fail;
+	r->wc = worker_ctx_new(r, error_r);
+	if (*error_r != NULL)
+		goto fail;
+	if (pthread_create(&r->worker, NULL, worker_main, r->wc) != 0) {
+		*error_r = xstrdup("cannot start the replication worker");
+		goto fail;
+	}
+	r->worker_started = true;
+	if (pthread_create(&r->watcher, NULL, watcher_main, r) != 0) {
+		*error_r = xstrdup("cannot start the Maildir watcher");
+		goto fail;
+	}
+	r->watcher_started = true;
+	log_msg(LOG_LVL_INFO, "repl_start", "watching %s for changes",
+		cfg->maildir_root);
+	*repl_r = r;
+	return 0;
+fail:
+	repl_stop(&r);
+	return -1;
+}
+
+void
+repl_stop(struct repl **rp)
+{
+	struct repl *r = *rp;
+	uint64_t one = 1;
+
+	if (r == NULL)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->stopping = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	if (r->wake_fd >= 0 && write(r->wake_fd, &one, sizeof(one)) < 0)
+		log_msg(LOG_LVL_WARN, "error", "cannot wake the watcher: %s",
+			strerror(errno));
+	if (r->watcher_started)
+		pthread_join(r->watcher, NULL);
+	if (r->worker_started)
+		pthread_join(r->worker, NULL);
+	worker_ctx_free(r->wc);
+	watch_free(&r->watch);
+	if (r->wake_fd >= 0)
+		close(r->wake_fd);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	free(r);
+	*rp = NULL;
+}
+
+void
+repl_hold(struct repl *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->held = true;
+	pthread_cond_broadcast(&r->cond);
+	while (!r->worker_free && !r->stopping)
+		pthread_cond_wait(&r->cond, &r->lock);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void
+repl_release(struct repl *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->held = false;
+	r->kicked = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void
+repl_set_enabled(struct repl *r, bool enabled)
+{
+	pthread_mutex_lock(&r->lock);
+	r->enabled = enabled;
+	r->kicked = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void
+repl_reconcile(struct repl *r)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&r->lock);
+	r->reconcile = true;
+	pthread_mutex_unlock(&r->lock);
+	if (write(r->wake_fd, &one, sizeof(one)) < 0)
+		log_msg(LOG_LVL_WARN, "error", "cannot wake the watcher: %s",
+			strerror(errno));
+}
+
+void
+repl_get_stats(struct repl *r, struct repl_stats *stats_r)
+{
+	pthread_mutex_lock(&r->lock);
+	*stats_r = r->stats;
+	pthread_mutex_unlock(&r->lock);
+}
