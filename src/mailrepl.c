@@ -461,6 +461,27 @@ print_agent(const struct cli *cli)
 	ctl_client_free(&c);
 }
 
+/* The change queue of running replication, read from the state store so
+ * that it shows while the agent is down too. */
+static void
+print_pending(struct store *store)
+{
+	unsigned long long count;
+	long long oldest_ms, age;
+
+	if (store_queue_stats(store, &count, &oldest_ms) < 0) {
+		printf("pending:         unknown (%s)\n", store_error(store));
+		return;
+	}
+	if (count == 0) {
+		printf("pending:         0 changes\n");
+		return;
+	}
+	age = (long long)time(NULL) - oldest_ms / 1000;
+	printf("pending:         %llu change%s, oldest %lld s ago\n", count,
+	       count == 1 ? "" : "s", age < 0 ? 0 : age);
+}
+
 static int
 cmd_status(struct cli *cli, int argc, char **argv)
 {
@@ -516,6 +537,8 @@ cmd_status(struct cli *cli, int argc, char **argv)
 		printf("  last error:    %s\n", run.error);
 	result = run.result;
 	store_run_clear(&run);
+	if (cli->cfg->mode == CFG_MODE_MASTER)
+		print_pending(store);
 	store_close(&store);
 	/* Monitoring-plugin exit codes: OK, WARNING, CRITICAL. */
 	if (result == RUN_OK)
