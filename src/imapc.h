@@ -53,6 +53,8 @@ uint64_t imapc_appendlimit(struct imapc *c);
 /* The replica's name for a Maildir++ folder name ('.' between levels):
  * the same hierarchy with the replica's separator. Caller frees. */
 char *imapc_replica_name(struct imapc *c, const char *folder);
+/* The reverse: the Maildir++ name of a replica mailbox. Caller frees. */
+char *imapc_master_name(struct imapc *c, const char *name);
 
 /* Mailbox names below are replica names (modified UTF-7, the server's
  * separator). */
@@ -71,6 +73,9 @@ int imapc_create(struct imapc *c, const char *name, struct mrerr *err);
 /* DELETE; a missing mailbox is success. Deleting the selected mailbox
  * unselects it first. */
 int imapc_delete(struct imapc *c, const char *name, struct mrerr *err);
+/* RENAME from to, with from's children. */
+int imapc_rename(struct imapc *c, const char *from, const char *to,
+		 struct mrerr *err);
 int imapc_subscribe(struct imapc *c, const char *name, bool subscribe,
 		    struct mrerr *err);
 

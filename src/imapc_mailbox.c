@@ -210,6 +210,29 @@ out:
 }
 
 int
+imapc_rename(struct imapc *c, const char *from, const char *to,
+	     struct mrerr *err)
+{
+	char *command = xasprintf("RENAME %s %s", from, to);
+	int r, ret = -1;
+
+	if (imapc_check_alive(c, command, err) < 0)
+		goto out;
+	/* The selected mailbox may be from or one of its children. */
+	if (c->selected != NULL && unselect(c, err) < 0)
+		goto out;
+	r = mailimap_rename(c->imap, from, to);
+	if (r != MAILIMAP_NO_ERROR) {
+		imapc_fail(c, r, command, err);
+		goto out;
+	}
+	ret = 0;
+out:
+	free(command);
+	return ret;
+}
+
+int
 imapc_subscribe(struct imapc *c, const char *name, bool subscribe,
 		struct mrerr *err)
 {
@@ -282,4 +305,17 @@ imapc_replica_name(struct imapc *c, const char *folder)
 			*p = sep;
 	}
 	return name;
+}
+
+char *
+imapc_master_name(struct imapc *c, const char *name)
+{
+	char sep = imapc_separator(c);
+	char *folder = xstrdup(name);
+
+	for (char *p = folder; sep != '.' && *p; p++) {
+		if (*p == sep)
+			*p = '.';
+	}
+	return folder;
 }

@@ -23,6 +23,11 @@
 /* Seconds between two attempts to take the lock that "mailrepl init"
  * holds. */
 #define LOCK_RETRY 2
+/* Milliseconds to let a change of a user's folder list settle before it
+ * is applied. Renaming a folder with children renames one directory
+ * after the other; the list seen halfway would delete the children
+ * that the replica's RENAME carried along, and upload them again. */
+#define TREE_SETTLE_MS 500
 /* IMAP connections kept open, one per recently active user. */
 #define CONN_CACHE 16
 
@@ -255,8 +260,9 @@ watcher_main(void *arg)
 		bool stop, reconcile;
 		int n;
 
-		n = poll(fds, 2, wait < 0 ? 0 : (int)(wait > 60000 ? 60000
-								   : wait));
+		/* No timer but the reconcile's: an idle agent sleeps here.
+		 * reconcile_interval is at most a week, well within int. */
+		n = poll(fds, 2, wait < 0 ? 0 : (int)wait);
 		if (n < 0 && errno != EINTR) {
 			log_msg(LOG_LVL_ERROR, "error", "poll: %s",
 				strerror(errno));
@@ -432,6 +438,26 @@ queue_user_folders(struct worker_ctx *wc, size_t ui)
 	md_folders_free(&folders, n);
 }
 
+/* Wait TREE_SETTLE_MS, or less when the agent stops, then prepare user
+ * ui: folders, renames, moves, deletions and subscriptions. */
+static int
+prepare_user(struct worker_ctx *wc, size_t ui, struct mrerr *err)
+{
+	struct repl *r = wc->r;
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += TREE_SETTLE_MS * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(&r->lock);
+	while (!r->stopping &&
+	       pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&r->lock);
+	return sync_prepare_user(&wc->w, ui, err);
+}
+
 static int
 apply_user(struct worker_ctx *wc, size_t ui, struct mrerr *err)
 {
@@ -440,7 +466,7 @@ apply_user(struct worker_ctx *wc, size_t ui, struct mrerr *err)
 	if (store_user_known(wc->w.store, wc->run.users[ui].name, &known) < 0)
 		return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_LATER,
 				 "state store: %s", store_error(wc->w.store));
-	if (sync_prepare_user(&wc->w, ui, err) < 0)
+	if (prepare_user(wc, ui, err) < 0)
 		return -1;
 	if (!known)
 		queue_user_folders(wc, ui);
@@ -482,7 +508,7 @@ apply_folder(struct worker_ctx *wc, size_t ui, const char *folder,
 	if (mdf == NULL) {
 		/* Deleted or renamed: the user's folder list says which. */
 		md_folders_free(&all, n);
-		return sync_prepare_user(&wc->w, ui, err);
+		return prepare_user(wc, ui, err);
 	}
 	unit.folder = *mdf;
 	wc->w.moves_checked = false;
@@ -490,7 +516,7 @@ apply_folder(struct worker_ctx *wc, size_t ui, const char *folder,
 	if (r < 0 && err->scope == MRERR_FOLDER) {
 		/* Most often a folder the replica does not have yet. */
 		mrerr_clear(err);
-		r = sync_prepare_user(&wc->w, ui, err);
+		r = prepare_user(wc, ui, err);
 		if (r == 0)
 			r = sync_folder(&wc->w, &unit, err);
 	}

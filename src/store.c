@@ -140,6 +140,10 @@ enum stmt_id {
 	ST_QUEUE_STATS,
 	ST_MSG_ELSEWHERE,
 	ST_REJECTED_HAS,
+	ST_RENAME_FOLDERS,
+	ST_RENAME_MSGS,
+	ST_RENAME_INTENTS,
+	ST_RENAME_DROP,
 	N_STMTS
 };
 
@@ -237,6 +241,29 @@ static const char *const stmt_sql[N_STMTS] = {
         [ST_REJECTED_HAS] = "SELECT EXISTS (SELECT 1 FROM rejected"
                             " WHERE run_id = ?1 AND user = ?2"
                             " AND folder = ?3 AND uniq = ?4)",
+        /* A folder and its children: the name itself, or the name and
+         * the Maildir++ separator as a prefix. ?3 replaces that prefix. */
+        [ST_RENAME_FOLDERS] = "INSERT OR IGNORE INTO folders"
+                              " (user, folder, uidvalidity)"
+                              " SELECT user, ?3 || substr(folder,"
+                              " length(?2) + 1), uidvalidity FROM folders"
+                              " WHERE user = ?1 AND (folder = ?2 OR"
+                              " substr(folder, 1, length(?2) + 1) ="
+                              " ?2 || '.')",
+        [ST_RENAME_MSGS] = "UPDATE OR REPLACE messages"
+                           " SET folder = ?3 || substr(folder,"
+                           " length(?2) + 1)"
+                           " WHERE user = ?1 AND (folder = ?2 OR"
+                           " substr(folder, 1, length(?2) + 1) = ?2 || '.')",
+        [ST_RENAME_INTENTS] = "UPDATE OR REPLACE intents"
+                              " SET folder = ?3 || substr(folder,"
+                              " length(?2) + 1)"
+                              " WHERE user = ?1 AND (folder = ?2 OR"
+                              " substr(folder, 1, length(?2) + 1) ="
+                              " ?2 || '.')",
+        [ST_RENAME_DROP] = "DELETE FROM folders"
+                           " WHERE user = ?1 AND (folder = ?2 OR"
+                           " substr(folder, 1, length(?2) + 1) = ?2 || '.')",
 };
 
 /* The counters of struct store_run, in the column order of ST_RUN_FINISH
@@ -816,6 +843,27 @@ store_folder_delete(struct store *store, const char *user, const char *folder)
 	 * same statement. */
 	return stmt_exec(store, ST_FOLDER_DELETE, "deleting the folder", "tt",
 	                 user, folder);
+}
+
+int
+store_folder_rename(struct store *store, const char *user, const char *from,
+                    const char *to)
+{
+	static const enum stmt_id steps[] = {
+		ST_RENAME_FOLDERS, ST_RENAME_MSGS, ST_RENAME_INTENTS,
+	};
+	const char *op = "renaming the folder";
+	bool own;
+	int ret = 0;
+
+	if (change_begin(store, &own) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(steps) / sizeof(*steps) && ret == 0;
+	     i++)
+		ret = stmt_exec(store, steps[i], op, "ttt", user, from, to);
+	if (ret == 0)
+		ret = stmt_exec(store, ST_RENAME_DROP, op, "tt", user, from);
+	return change_end(store, own, ret == 0);
 }
 
 int

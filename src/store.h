@@ -47,6 +47,10 @@ int store_folder_set(struct store *store, const char *user,
 /* Forget a folder with its map and intents. */
 int store_folder_delete(struct store *store, const char *user,
 			const char *folder);
+/* Move the map and intents of folder from and its children ("from.X")
+ * to the name to ("to.X"), as a RENAME on the replica does. */
+int store_folder_rename(struct store *store, const char *user,
+			const char *from, const char *to);
 /* Whether any folder of user is known (we replicated to it before). */
 int store_user_known(struct store *store, const char *user, bool *known_r);
 /* Forget every folder, message and intent of user. */

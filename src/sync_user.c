@@ -55,6 +55,20 @@ log_move(const char *user, const char *from, const char *to,
 	free(to_display);
 }
 
+static void
+log_move_folder(const char *user, const char *from, const char *to)
+{
+	struct logline *line = log_begin(LOG_LVL_INFO, "folder_rename");
+	char *dfrom = mutf7_to_utf8(from), *dto = mutf7_to_utf8(to);
+
+	log_str(line, "user", user);
+	log_str(line, "folder", dfrom);
+	log_str(line, "to", dto);
+	log_end(line);
+	free(dfrom);
+	free(dto);
+}
+
 static bool
 replica_has(const struct user_ctx *u, const char *name, bool selectable)
 {
@@ -318,6 +332,102 @@ create_folders(struct user_ctx *u, struct mrerr *err)
 	return 0;
 }
 
+/* How many of the sorted unique names a[] are also in the sorted map. */
+static size_t
+count_common(const struct md_message *a, size_t na,
+	     const struct store_msg *map, size_t nmap)
+{
+	size_t i = 0, j = 0, common = 0;
+
+	while (i < na && j < nmap) {
+		int cmp = strcmp(a[i].uniq, map[j].uniq);
+
+		common += cmp == 0;
+		i += cmp <= 0;
+		j += cmp >= 0;
+	}
+	return common;
+}
+
+/* The replica folder that master folder fi was renamed from: one the
+ * master no longer has, whose mapped messages are mostly in fi now.
+ * Returns its index in u->rlist, or SIZE_MAX. */
+static size_t
+renamed_from(struct user_ctx *u, size_t fi)
+{
+	struct md_message *msgs = NULL;
+	size_t n = 0, found = SIZE_MAX;
+	char *error = NULL;
+
+	if (md_scan_folder(&u->folders[fi], u->user, &msgs, &n, NULL,
+			   &error) < 0 || n == 0) {
+		free(error);
+		md_messages_free(&msgs, n);
+		return SIZE_MAX;
+	}
+	for (size_t j = 0; j < u->nrlist && found == SIZE_MAX; j++) {
+		struct store_msg *map = NULL;
+		size_t nmap = 0;
+		char *gone;
+
+		if (u->rlist[j].noselect ||
+		    strcasecmp(u->rlist[j].name, "INBOX") == 0 ||
+		    master_folder(u, u->rlist[j].name) != NULL)
+			continue;
+		gone = imapc_master_name(u->w->conn, u->rlist[j].name);
+		if (store_msgs_load(u->w->store, u->user, gone, &map,
+				    &nmap) == 0 &&
+		    nmap > 0 && count_common(msgs, n, map, nmap) * 2 > nmap)
+			found = j;
+		store_msgs_free(&map, nmap);
+		free(gone);
+	}
+	md_messages_free(&msgs, n);
+	return found;
+}
+
+/* A folder renamed on the master is renamed on the replica, children
+ * included, which keeps its messages, UIDs and flags; without this each
+ * message would be moved on its own. Parents come first in u->folders,
+ * so a renamed parent takes its children along before they are looked
+ * at. */
+static int
+sync_renames(struct user_ctx *u, struct mrerr *err)
+{
+	for (size_t i = 0; i < u->nfolders; i++) {
+		char *to = imapc_replica_name(u->w->conn, u->folders[i].name);
+		size_t j;
+		char *from_folder;
+		int r = 0;
+
+		if (replica_has(u, to, false) ||
+		    (j = renamed_from(u, i)) == SIZE_MAX) {
+			free(to);
+			continue;
+		}
+		from_folder = imapc_master_name(u->w->conn, u->rlist[j].name);
+		log_move_folder(u->user, from_folder, u->folders[i].name);
+		if (!u->dry_run) {
+			r = imapc_rename(u->w->conn, u->rlist[j].name, to, err);
+			if (r == 0 &&
+			    store_folder_rename(u->w->store, u->user,
+						from_folder,
+						u->folders[i].name) < 0)
+				r = mrerr_set(err, MRERR_CONFIG,
+					      MRERR_RETRY_NEVER,
+					      "state store: %s",
+					      store_error(u->w->store));
+			if (r == 0)
+				r = relist(u, err);
+		}
+		free(from_folder);
+		free(to);
+		if (r < 0 && !skip_folder_error(u, u->folders[i].name, err))
+			return -1;
+	}
+	return 0;
+}
+
 /* The master is authoritative: replica folders that the master does not
  * have are deleted, children first. */
 static int
@@ -326,6 +436,7 @@ delete_extra_folders(struct user_ctx *u, struct mrerr *err)
 	qsort(u->rlist, u->nrlist, sizeof(*u->rlist), cmp_desc);
 	for (size_t i = 0; i < u->nrlist; i++) {
 		const char *name = u->rlist[i].name;
+		char *folder;
 
 		if (u->rlist[i].noselect || strcasecmp(name, "INBOX") == 0 ||
 		    master_folder(u, name) != NULL)
@@ -336,7 +447,9 @@ delete_extra_folders(struct user_ctx *u, struct mrerr *err)
 			continue;
 		if (imapc_delete(u->w->conn, name, err) < 0)
 			return -1;
-		store_folder_delete(u->w->store, u->user, name);
+		folder = imapc_master_name(u->w->conn, name);
+		store_folder_delete(u->w->store, u->user, folder);
+		free(folder);
 	}
 	return 0;
 }
@@ -672,6 +785,8 @@ sync_prepare_user(struct sync_worker *w, size_t ui, struct mrerr *err)
 		goto out;
 	}
 	if (!known && check_foreign(&u, err) < 0)
+		goto out;
+	if (known && !opt->dry_run && sync_renames(&u, err) < 0)
 		goto out;
 	if (create_folders(&u, err) < 0)
 		goto out;

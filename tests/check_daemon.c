@@ -253,12 +253,13 @@ conf_text(const char *mode)
 	return xasprintf("# test agent\n[general]\nmode = %s\n"
 			 "state_dir = %s/state\nlog_file = %s/log/agent.log\n"
 			 "control_socket = %s/run/control.sock\n\n"
+			 "[maildir]\nroot = %s/mail\n\n"
 			 "[master]\nreplica_host = 127.0.0.1\n"
 			 "# a closed port: the agent must not reach any "
 			 "server here\nimap_port = 9\nimap_tls = none\n"
 			 "admin_user = admin\n"
 			 "admin_password_file = %s/admin.pw\n",
-			 mode, tmpdir, tmpdir, tmpdir, tmpdir);
+			 mode, tmpdir, tmpdir, tmpdir, tmpdir, tmpdir);
 }
 
 static void
@@ -274,6 +275,10 @@ env_init(struct agent_env *e)
 	e->out = xasprintf("%s/agent.out", tmpdir);
 	free(write_conf("admin.pw", "secret\n", 0600));
 	dir = xasprintf("%s/log", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	free(dir);
+	/* A master watches its mail tree from the start. */
+	dir = xasprintf("%s/mail", tmpdir);
 	ck_assert_int_eq(mkdir(dir, 0700), 0);
 	free(dir);
 	free(text);

@@ -223,7 +223,7 @@ START_TEST(open_sets_schema_version)
 	sqlite3 *db = raw_open();
 	char *version = raw_query(db, "PRAGMA user_version");
 
-	ck_assert_str_eq(version, "2");
+	ck_assert_str_eq(version, "3");
 	free(version);
 	sqlite3_close(db);
 	store_close(&st);
@@ -622,6 +622,62 @@ START_TEST(msg_find_uid)
 }
 END_TEST
 
+START_TEST(msg_elsewhere_ignores_own_folder)
+{
+	struct store *st = open_store();
+	bool found = true;
+
+	put_folder(st, "alice", "INBOX", 1);
+	put_folder(st, "alice", "Work", 1);
+	put_folder(st, "bob", "INBOX", 1);
+	put_msg(st, "alice", "Work", "m1", 11);
+	put_msg(st, "bob", "INBOX", "m2", 12);
+	ck_assert_int_eq(store_msg_elsewhere(st, "alice", "INBOX", "m1",
+	                                     &found), 0);
+	ck_assert(found);
+	ck_assert_int_eq(store_msg_elsewhere(st, "alice", "Work", "m1",
+	                                     &found), 0);
+	ck_assert(!found);
+	/* Another user's message is not a move. */
+	ck_assert_int_eq(store_msg_elsewhere(st, "alice", "INBOX", "m2",
+	                                     &found), 0);
+	ck_assert(!found);
+	store_close(&st);
+}
+END_TEST
+
+START_TEST(folder_rename_takes_children)
+{
+	struct store *st = open_store();
+	struct store_msg *msgs;
+	size_t n;
+	uint32_t uidvalidity = 0;
+
+	put_folder(st, "alice", "A", 5);
+	put_folder(st, "alice", "A.Sub", 6);
+	put_folder(st, "alice", "AB", 7);
+	put_msg(st, "alice", "A", "m1", 1);
+	put_msg(st, "alice", "A.Sub", "m2", 2);
+	put_msg(st, "alice", "AB", "m3", 3);
+	ck_assert_int_eq(store_folder_rename(st, "alice", "A", "New"), 0);
+
+	ck_assert_int_eq(store_folder_get(st, "alice", "New.Sub",
+	                                  &uidvalidity), 0);
+	ck_assert_uint_eq(uidvalidity, 6);
+	ck_assert_int_eq(store_folder_get(st, "alice", "A", &uidvalidity), 0);
+	ck_assert_uint_eq(uidvalidity, 0);
+	ck_assert_int_eq(store_msgs_load(st, "alice", "New", &msgs, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(msgs[0].uniq, "m1");
+	store_msgs_free(&msgs, n);
+	/* "AB" only shares a prefix with "A" and stays. */
+	ck_assert_int_eq(store_msgs_load(st, "alice", "AB", &msgs, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	store_msgs_free(&msgs, n);
+	store_close(&st);
+}
+END_TEST
+
 START_TEST(msg_count_per_user_and_all)
 {
 	struct store *st = open_store();
@@ -938,6 +994,16 @@ START_TEST(rejected_add_records_reason)
 	                     " WHERE uniq = 'm1'");
 	ck_assert_str_eq(text, "1 alice INBOX m1 NO [LIMIT] Message too large");
 	free(text);
+	{
+		bool found = false;
+
+		ck_assert_int_eq(store_rejected_has(st, id, "alice", "INBOX",
+		                                    "m1", &found), 0);
+		ck_assert(found);
+		ck_assert_int_eq(store_rejected_has(st, id, "alice", ".Sent",
+		                                    "m1", &found), 0);
+		ck_assert(!found);
+	}
 	sqlite3_close(db);
 	store_close(&st);
 }
@@ -1236,12 +1302,13 @@ START_TEST(migrate_v1_adds_queue)
 
 	ck_assert_int_eq(store_folder_set(st, "alice", "INBOX", 7), 0);
 	store_close(&st);
-	raw_exec("DROP TABLE queue; PRAGMA user_version = 1");
+	raw_exec("DROP TABLE queue; DROP INDEX messages_user_uniq;"
+	         " PRAGMA user_version = 1");
 
 	st = open_store();
 	db = raw_open();
 	version = raw_query(db, "PRAGMA user_version");
-	ck_assert_str_eq(version, "2");
+	ck_assert_str_eq(version, "3");
 	free(version);
 	sqlite3_close(db);
 	ck_assert_int_eq(store_folder_get(st, "alice", "INBOX", &uidvalidity),
@@ -1282,6 +1349,8 @@ store_suite(void)
 	tcase_add_test(tc, msg_set_flags_updates_one);
 	tcase_add_test(tc, msg_delete_removes_one);
 	tcase_add_test(tc, msg_find_uid);
+	tcase_add_test(tc, msg_elsewhere_ignores_own_folder);
+	tcase_add_test(tc, folder_rename_takes_children);
 	tcase_add_test(tc, msg_count_per_user_and_all);
 	tcase_add_test(tc, msg_put_unknown_folder_fails);
 	tcase_add_test(tc, intents_add_min_delete_clear);
