@@ -28,6 +28,9 @@
  * after the other; the list seen halfway would delete the children
  * that the replica's RENAME carried along, and upload them again. */
 #define TREE_SETTLE_MS 500
+/* Seconds that the replica may take to finish the commands of a client
+ * that died, as in "mailrepl init". */
+#define SETTLE_SECONDS 5
 /* IMAP connections kept open, one per recently active user. */
 #define CONN_CACHE 16
 
@@ -743,11 +746,39 @@ wait_for_work(struct worker_ctx *wc)
 	return go;
 }
 
+/* An APPEND sent with LITERAL+ by an agent that was killed may still be
+ * committed by the replica after the kill. Looking at the folder before
+ * that would miss the copy and upload it again, so the first drain waits
+ * until the newest intent is SETTLE_SECONDS old. */
+static void
+settle_after_crash(struct worker_ctx *wc)
+{
+	struct repl *r = wc->r;
+	struct timespec until;
+	time_t newest = 0;
+
+	if (store_intent_newest(wc->w.store, &newest) < 0 || newest == 0 ||
+	    time(NULL) - newest >= SETTLE_SECONDS ||
+	    time(NULL) < newest)
+		return;
+	log_msg(LOG_LVL_INFO, "settle_wait", "the agent stopped during an "
+		"upload; waiting %lld s for the replica to finish it",
+		(long long)(newest + SETTLE_SECONDS - time(NULL)));
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += newest + SETTLE_SECONDS - time(NULL);
+	pthread_mutex_lock(&r->lock);
+	while (!r->stopping &&
+	       pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&r->lock);
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker_ctx *wc = arg;
 
+	settle_after_crash(wc);
 	while (wait_for_work(wc))
 		drain(wc);
 	release_lock(wc);
