@@ -44,32 +44,44 @@ struct worker_ctx;
 
 struct repl {
 	const struct config *cfg;
-	struct worker_ctx *wc;
 	struct watch *watch;
 	int wake_fd; /* eventfd: wakes the watcher */
-	pthread_t watcher, worker;
-	bool watcher_started, worker_started;
+	pthread_t watcher;
+	bool watcher_started;
+	struct worker_ctx **workers; /* [master] workers of them */
+	size_t nworkers, nstarted;
+	long long run_id; /* the "live" run, for rejected messages */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stopping;
-	bool held;	     /* repl_hold() asks the worker to let go */
-	bool worker_free;    /* the worker holds no lock and waits */
-	bool kicked;	     /* the queue may hold something */
-	bool enabled;	     /* the replica accepts this master */
-	bool reconcile;	     /* the watcher should queue everything */
-	long long retry_ms;  /* monotonic time of the next attempt, or 0 */
+	bool held;		     /* repl_hold() asks the workers to let go */
+	bool enabled;		     /* the replica accepts this master */
+	bool reconcile;		     /* the watcher should queue everything */
+	unsigned long long kick_gen; /* grows when the queue may hold more */
+	unsigned draining;	     /* workers that use the lock */
+	int lock_fd;		     /* state_dir's lock while draining > 0 */
+	char **busy;		     /* busy[i]: the user worker i applies */
+	long long retry_ms; /* monotonic time of the next attempt, or 0 */
+	unsigned backoff;   /* seconds before the attempt after that */
 	struct repl_stats stats;
 };
 
 /* Shared state */
 
+/* Wake every waiting worker to look at the queue. */
+static void
+kick_locked(struct repl *r)
+{
+	r->kick_gen++;
+	pthread_cond_broadcast(&r->cond);
+}
+
 static void
 kick(struct repl *r)
 {
 	pthread_mutex_lock(&r->lock);
-	r->kicked = true;
-	pthread_cond_broadcast(&r->cond);
+	kick_locked(r);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -307,12 +319,13 @@ watcher_main(void *arg)
 
 struct worker_ctx {
 	struct repl *r;
+	size_t index; /* into r->workers and r->busy */
+	pthread_t thread;
+	unsigned long long seen_gen; /* the last kick looked at */
 	struct sync_options opt;
 	struct sync_run run;
 	struct sync_worker w;
 	struct conn_slot conns[CONN_CACHE];
-	int lock_fd;
-	unsigned backoff;
 };
 
 static int
@@ -596,23 +609,23 @@ init_done(struct store *store)
 	return done;
 }
 
-static void
-release_lock(struct worker_ctx *wc)
+/* Whether the workers should stop taking changes. Call with r->lock. */
+static bool
+paused_locked(const struct repl *r)
 {
-	if (wc->lock_fd >= 0)
-		close(wc->lock_fd);
-	wc->lock_fd = -1;
+	return r->stopping || r->held || !r->enabled || r->retry_ms != 0;
 }
 
-static bool
-should_pause(struct repl *r)
+/* Pause every worker for seconds after the replica failed; the pause
+ * doubles up to BACKOFF_MAX until a change is applied again. */
+static void
+back_off(struct repl *r)
 {
-	bool pause;
-
 	pthread_mutex_lock(&r->lock);
-	pause = r->stopping || r->held || !r->enabled;
+	r->retry_ms = monotonic_ms() + (long long)r->backoff * 1000;
+	r->backoff = r->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX
+						  : r->backoff * 2;
 	pthread_mutex_unlock(&r->lock);
-	return pause;
 }
 
 static void
@@ -623,92 +636,177 @@ retry_in(struct repl *r, unsigned seconds)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* Apply queued changes until the queue is empty, the replica fails, or
- * the worker is asked to pause. */
+/* Join the workers that use the state_dir lock, taking it for the first
+ * one. Returns false when "mailrepl init" holds it or it failed. */
+static bool
+lock_join(struct repl *r)
+{
+	char *error = NULL;
+	int fd = -1;
+	bool ok;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->lock_fd < 0) {
+		fd = sync_lock(r->cfg->state_dir, &error);
+		if (fd >= 0)
+			r->lock_fd = fd;
+	}
+	ok = r->lock_fd >= 0;
+	if (ok)
+		r->draining++;
+	pthread_mutex_unlock(&r->lock);
+	if (fd == -2) {
+		set_waiting(r, "an initial replication is running");
+		retry_in(r, LOCK_RETRY);
+	} else if (!ok) {
+		log_msg(LOG_LVL_ERROR, "error", "%s", error);
+		free(error);
+		retry_in(r, BACKOFF_MAX);
+	}
+	return ok;
+}
+
+/* Leave the workers that use the lock; the last one releases it. */
+static void
+lock_leave(struct repl *r)
+{
+	pthread_mutex_lock(&r->lock);
+	if (--r->draining == 0) {
+		close(r->lock_fd);
+		r->lock_fd = -1;
+		pthread_cond_broadcast(&r->cond);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Another worker applies a change of this user: pass it over, so that
+ * one user's changes stay in order. Called with r->lock held. */
+static bool
+user_busy(const char *user, void *ctx)
+{
+	const struct repl *r = ctx;
+
+	for (size_t i = 0; i < r->nworkers; i++) {
+		if (r->busy[i] != NULL && strcmp(r->busy[i], user) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Take the oldest change of a user no other worker is busy with, and
+ * mark the user busy. Returns 1 with a change, 0 with none, -1 when the
+ * queue cannot be read. */
+static int
+take_change(struct worker_ctx *wc, char **user_r, char **folder_r,
+	    long long *id_r)
+{
+	struct repl *r = wc->r;
+	bool found = false;
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	if (paused_locked(r)) {
+		pthread_mutex_unlock(&r->lock);
+		return 0;
+	}
+	ret = store_queue_next_except(wc->w.store, user_busy, r, user_r,
+				      folder_r, id_r, &found);
+	if (ret == 0 && found)
+		r->busy[wc->index] = xstrdup(*user_r);
+	pthread_mutex_unlock(&r->lock);
+	if (ret < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "change queue: %s",
+			store_error(wc->w.store));
+		retry_in(r, BACKOFF_MAX);
+		return -1;
+	}
+	return found ? 1 : 0;
+}
+
+static void
+note_applied(struct repl *r, bool ok)
+{
+	pthread_mutex_lock(&r->lock);
+	r->backoff = 1;
+	if (ok) {
+		r->stats.applied++;
+		r->stats.last_applied = time(NULL);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Apply one taken change. Returns false when the replica failed and the
+ * change stays queued. */
+static bool
+apply_change(struct worker_ctx *wc, const char *user, const char *folder,
+	     long long id)
+{
+	struct repl *r = wc->r;
+	long long started = monotonic_ms();
+	struct mrerr err;
+
+	mrerr_clear(&err);
+	if (apply(wc, user, folder, &err) < 0 &&
+	    (err.scope == MRERR_CONNECTION || err.scope == MRERR_CONFIG)) {
+		/* The replica is down or refuses: keep the change. */
+		note_error(r, user, folder, &err, false);
+		set_waiting(r, "the replica failed; retrying");
+		back_off(r);
+		return false;
+	}
+	if (err.scope != MRERR_NONE)
+		note_error(r, user, folder, &err, true);
+	store_queue_done(wc->w.store, id);
+	note_applied(r, err.scope == MRERR_NONE);
+	log_applied(user, folder, monotonic_ms() - started);
+	return true;
+}
+
+/* Apply queued changes until none is left for this worker, the replica
+ * fails, or the workers are asked to pause. */
 static void
 drain(struct worker_ctx *wc)
 {
 	struct repl *r = wc->r;
-	char *error = NULL;
 
-	if (wc->lock_fd < 0) {
-		wc->lock_fd = sync_lock(r->cfg->state_dir, &error);
-		if (wc->lock_fd == -2) {
-			set_waiting(r, "an initial replication is running");
-			retry_in(r, LOCK_RETRY);
-			return;
-		}
-		if (wc->lock_fd < 0) {
-			log_msg(LOG_LVL_ERROR, "error", "%s", error);
-			free(error);
-			retry_in(r, BACKOFF_MAX);
-			return;
-		}
-	}
+	if (!lock_join(r))
+		return;
 	if (!init_done(wc->w.store)) {
 		set_waiting(r, "no initial replication has succeeded yet");
+		lock_leave(r);
 		return;
 	}
-	while (!should_pause(r)) {
+	for (;;) {
 		char *user = NULL, *folder = NULL;
-		long long id, started;
-		bool found;
-		struct mrerr err;
+		long long id;
+		bool ok;
 
-		if (store_queue_next(wc->w.store, &user, &folder, &id,
-				     &found) < 0) {
-			log_msg(LOG_LVL_ERROR, "error", "change queue: %s",
-				store_error(wc->w.store));
-			retry_in(r, BACKOFF_MAX);
-			return;
-		}
-		if (!found)
+		if (take_change(wc, &user, &folder, &id) <= 0)
 			break;
 		clear_waiting(r);
-		started = monotonic_ms();
-		if (apply(wc, user, folder, &err) == 0 ||
-		    (err.scope != MRERR_CONNECTION &&
-		     err.scope != MRERR_CONFIG)) {
-			if (err.scope != MRERR_NONE)
-				note_error(r, user, folder, &err, true);
-			store_queue_done(wc->w.store, id);
-			wc->backoff = 1;
-			pthread_mutex_lock(&r->lock);
-			if (err.scope == MRERR_NONE) {
-				r->stats.applied++;
-				r->stats.last_applied = time(NULL);
-			}
-			pthread_mutex_unlock(&r->lock);
-			log_applied(user, folder, monotonic_ms() - started);
-		} else {
-			/* The replica is down or refuses: keep the change
-			 * and try again later. */
-			note_error(r, user, folder, &err, false);
-			set_waiting(r, "the replica failed; retrying");
-			retry_in(r, wc->backoff);
-			wc->backoff = wc->backoff * 2 > BACKOFF_MAX
-					      ? BACKOFF_MAX
-					      : wc->backoff * 2;
-			free(user);
-			free(folder);
-			update_queue_stats(r, wc->w.store);
-			return;
-		}
+		ok = apply_change(wc, user, folder, id);
+		pthread_mutex_lock(&r->lock);
+		xfree(&r->busy[wc->index]);
+		/* Another worker may have passed over this user's changes. */
+		kick_locked(r);
+		wc->seen_gen = r->kick_gen;
+		pthread_mutex_unlock(&r->lock);
 		free(user);
 		free(folder);
 		update_queue_stats(r, wc->w.store);
+		if (!ok)
+			break;
 	}
+	lock_leave(r);
 }
 
-/* Wait until there is something to do; returns false when stopping.
- * The worker holds no lock while it waits. */
+/* Wait for a kick or the end of a pause; returns false when stopping. */
 static bool
 wait_for_work(struct worker_ctx *wc)
 {
 	struct repl *r = wc->r;
 	bool go;
 
-	release_lock(wc);
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
 		long long now = monotonic_ms();
@@ -717,12 +815,10 @@ wait_for_work(struct worker_ctx *wc)
 			break;
 		if (r->retry_ms != 0 && now >= r->retry_ms) {
 			r->retry_ms = 0;
-			r->kicked = true;
+			kick_locked(r);
 		}
-		if (!r->held && r->enabled && r->kicked && r->retry_ms == 0)
+		if (!paused_locked(r) && wc->seen_gen != r->kick_gen)
 			break;
-		r->worker_free = true;
-		pthread_cond_broadcast(&r->cond);
 		if (r->retry_ms != 0) {
 			struct timespec until;
 			long long left = r->retry_ms - now;
@@ -739,8 +835,7 @@ wait_for_work(struct worker_ctx *wc)
 			pthread_cond_wait(&r->cond, &r->lock);
 		}
 	}
-	r->kicked = false;
-	r->worker_free = false;
+	wc->seen_gen = r->kick_gen;
 	go = !r->stopping;
 	pthread_mutex_unlock(&r->lock);
 	return go;
@@ -778,41 +873,33 @@ worker_main(void *arg)
 {
 	struct worker_ctx *wc = arg;
 
-	settle_after_crash(wc);
+	if (wc->index == 0)
+		settle_after_crash(wc);
 	while (wait_for_work(wc))
 		drain(wc);
-	release_lock(wc);
-	pthread_mutex_lock(&wc->r->lock);
-	wc->r->worker_free = true;
-	pthread_cond_broadcast(&wc->r->cond);
-	pthread_mutex_unlock(&wc->r->lock);
 	return NULL;
 }
 
 static struct worker_ctx *
-worker_ctx_new(struct repl *r, char **error_r)
+worker_ctx_new(struct repl *r, size_t index, char **error_r)
 {
 	struct worker_ctx *wc = xcalloc(1, sizeof(*wc));
 
 	wc->r = r;
-	wc->lock_fd = -1;
-	wc->backoff = 1;
+	wc->index = index;
 	wc->opt.cfg = r->cfg;
 	wc->opt.password = r->cfg->admin_password;
 	wc->opt.live = true;
 	wc->run.opt = &wc->opt;
+	wc->run.run_id = r->run_id;
 	pthread_mutex_init(&wc->run.lock, NULL);
 	imapc_params_from_config(&wc->run.params, r->cfg,
 				 r->cfg->admin_password);
 	wc->w.run = &wc->run;
 	wc->w.conn_user = SIZE_MAX;
 	if (store_open(r->cfg->state_dir, &wc->w.store, error_r) < 0 ||
-	    load_run_users(wc, error_r) < 0 ||
-	    store_run_start(wc->w.store, "live", &wc->run.run_id) < 0) {
-		if (wc->w.store != NULL && *error_r == NULL)
-			*error_r = xstrdup(store_error(wc->w.store));
-		return wc; /* freed by worker_ctx_free() */
-	}
+	    load_run_users(wc, error_r) < 0)
+		return wc; /* *error_r is set; worker_ctx_free() frees */
 	return wc;
 }
 
@@ -822,23 +909,74 @@ worker_ctx_free(struct worker_ctx *wc)
 	if (wc == NULL)
 		return;
 	close_conns(wc);
-	if (wc->w.store != NULL) {
-		if (wc->run.run_id != 0) {
-			struct store_run rec = {.id = wc->run.run_id,
-						.result = RUN_OK};
-
-			store_run_finish(wc->w.store, &rec);
-		}
+	if (wc->w.store != NULL)
 		store_close(&wc->w.store);
-	}
 	md_users_free(&wc->run.users, wc->run.nusers);
 	free(wc->run.user_failed);
 	free(wc->run.dry_reset);
 	free(wc->run.fatal);
 	free(wc->run.first_error);
 	pthread_mutex_destroy(&wc->run.lock);
-	release_lock(wc);
 	free(wc);
+}
+
+/* Record the "live" run that rejected messages are filed under. */
+static int
+start_run(struct repl *r, char **error_r)
+{
+	struct store *store = NULL;
+	int ret = -1;
+
+	if (store_open(r->cfg->state_dir, &store, error_r) < 0)
+		return -1;
+	if (store_run_start(store, "live", &r->run_id) < 0)
+		*error_r = xasprintf("cannot record the run in %s: %s",
+				     r->cfg->state_dir, store_error(store));
+	else
+		ret = 0;
+	store_close(&store);
+	return ret;
+}
+
+static void
+finish_run(struct repl *r, unsigned long long rejected)
+{
+	struct store *store = NULL;
+	char *error = NULL;
+	struct store_run rec = {.id = r->run_id, .result = RUN_OK};
+
+	if (r->run_id == 0)
+		return;
+	if (store_open(r->cfg->state_dir, &store, &error) < 0) {
+		log_msg(LOG_LVL_WARN, "error", "%s", error);
+		free(error);
+		return;
+	}
+	rec.rejected = rejected;
+	store_run_finish(store, &rec);
+	store_close(&store);
+}
+
+static int
+start_workers(struct repl *r, char **error_r)
+{
+	r->nworkers = r->cfg->workers > 0 ? r->cfg->workers : 1;
+	r->workers = xcalloc(r->nworkers, sizeof(*r->workers));
+	r->busy = xcalloc(r->nworkers, sizeof(*r->busy));
+	for (size_t i = 0; i < r->nworkers; i++) {
+		r->workers[i] = worker_ctx_new(r, i, error_r);
+		if (*error_r != NULL)
+			return -1;
+	}
+	for (size_t i = 0; i < r->nworkers; i++) {
+		if (pthread_create(&r->workers[i]->thread, NULL, worker_main,
+				   r->workers[i]) != 0) {
+			*error_r = xstrdup("cannot start a replication worker");
+			return -1;
+		}
+		r->nstarted++;
+	}
+	return 0;
 }
 
 /* Public interface */
@@ -851,7 +989,9 @@ repl_start(const struct config *cfg, struct repl **repl_r, char **error_r)
 	*error_r = NULL;
 	r->cfg = cfg;
 	r->enabled = true;
-	r->worker_free = true;
+	r->lock_fd = -1;
+	r->backoff = 1;
+	r->kick_gen = 1;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -860,23 +1000,16 @@ repl_start(const struct config *cfg, struct repl **repl_r, char **error_r)
 		goto fail;
 	}
 	r->watch = watch_new(cfg, error_r);
-	if (r->watch == NULL)
+	if (r->watch == NULL || start_run(r, error_r) < 0 ||
+	    start_workers(r, error_r) < 0)
 		goto fail;
-	r->wc = worker_ctx_new(r, error_r);
-	if (*error_r != NULL)
-		goto fail;
-	if (pthread_create(&r->worker, NULL, worker_main, r->wc) != 0) {
-		*error_r = xstrdup("cannot start the replication worker");
-		goto fail;
-	}
-	r->worker_started = true;
 	if (pthread_create(&r->watcher, NULL, watcher_main, r) != 0) {
 		*error_r = xstrdup("cannot start the Maildir watcher");
 		goto fail;
 	}
 	r->watcher_started = true;
-	log_msg(LOG_LVL_INFO, "repl_start", "watching %s for changes",
-		cfg->maildir_root);
+	log_msg(LOG_LVL_INFO, "repl_start", "watching %s for changes with "
+		"%zu workers", cfg->maildir_root, r->nworkers);
 	*repl_r = r;
 	return 0;
 fail:
@@ -888,6 +1021,7 @@ void
 repl_stop(struct repl **rp)
 {
 	struct repl *r = *rp;
+	unsigned long long rejected = 0;
 	uint64_t one = 1;
 
 	if (r == NULL)
@@ -901,12 +1035,22 @@ repl_stop(struct repl **rp)
 			strerror(errno));
 	if (r->watcher_started)
 		pthread_join(r->watcher, NULL);
-	if (r->worker_started)
-		pthread_join(r->worker, NULL);
-	worker_ctx_free(r->wc);
+	for (size_t i = 0; i < r->nstarted; i++)
+		pthread_join(r->workers[i]->thread, NULL);
+	for (size_t i = 0; i < r->nworkers; i++) {
+		if (r->workers[i] != NULL)
+			rejected += r->workers[i]->w.counts.rejected;
+		worker_ctx_free(r->workers[i]);
+		free(r->busy[i]);
+	}
+	free(r->workers);
+	free(r->busy);
+	finish_run(r, rejected);
 	watch_free(&r->watch);
 	if (r->wake_fd >= 0)
 		close(r->wake_fd);
+	if (r->lock_fd >= 0)
+		close(r->lock_fd);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);
@@ -919,7 +1063,7 @@ repl_hold(struct repl *r)
 	pthread_mutex_lock(&r->lock);
 	r->held = true;
 	pthread_cond_broadcast(&r->cond);
-	while (!r->worker_free && !r->stopping)
+	while (r->draining > 0 && !r->stopping)
 		pthread_cond_wait(&r->cond, &r->lock);
 	pthread_mutex_unlock(&r->lock);
 }
@@ -929,8 +1073,7 @@ repl_release(struct repl *r)
 {
 	pthread_mutex_lock(&r->lock);
 	r->held = false;
-	r->kicked = true;
-	pthread_cond_broadcast(&r->cond);
+	kick_locked(r);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -939,8 +1082,7 @@ repl_set_enabled(struct repl *r, bool enabled)
 {
 	pthread_mutex_lock(&r->lock);
 	r->enabled = enabled;
-	r->kicked = true;
-	pthread_cond_broadcast(&r->cond);
+	kick_locked(r);
 	pthread_mutex_unlock(&r->lock);
 }
 

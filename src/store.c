@@ -140,6 +140,7 @@ enum stmt_id {
 	ST_QUEUE_STATS,
 	ST_MSG_ELSEWHERE,
 	ST_REJECTED_HAS,
+	ST_QUEUE_SCAN,
 	ST_RENAME_FOLDERS,
 	ST_RENAME_MSGS,
 	ST_RENAME_INTENTS,
@@ -233,6 +234,8 @@ static const char *const stmt_sql[N_STMTS] = {
                          " WHERE user = ?1 AND folder = ?2), ?4))",
         [ST_QUEUE_NEXT] = "SELECT id, user, folder FROM queue"
                           " ORDER BY queued, id LIMIT 1",
+        [ST_QUEUE_SCAN] = "SELECT id, user, folder FROM queue"
+                          " ORDER BY queued, id",
         [ST_QUEUE_DONE] = "DELETE FROM queue WHERE id = ?1",
         [ST_QUEUE_STATS] = "SELECT count(*), min(queued) FROM queue",
         [ST_MSG_ELSEWHERE] = "SELECT EXISTS (SELECT 1 FROM messages"
@@ -1279,6 +1282,33 @@ store_queue_next(struct store *store, char **user_r, char **folder_r,
 		*id_r = sqlite3_column_int64(stmt, 0);
 		*user_r = column_strdup(stmt, 1);
 		*folder_r = column_strdup(stmt, 2);
+	}
+	sqlite3_reset(stmt);
+	return row < 0 ? -1 : 0;
+}
+
+int
+store_queue_next_except(struct store *store, store_queue_skip_fn *skip,
+                        void *ctx, char **user_r, char **folder_r,
+                        long long *id_r, bool *found_r)
+{
+	sqlite3_stmt *stmt = store->stmts[ST_QUEUE_SCAN];
+	int row;
+
+	*user_r = NULL;
+	*folder_r = NULL;
+	*id_r = 0;
+	*found_r = false;
+	while ((row = stmt_row(store, stmt, "reading the change queue")) > 0) {
+		const char *user = (const char *)sqlite3_column_text(stmt, 1);
+
+		if (user == NULL || skip(user, ctx))
+			continue;
+		*found_r = true;
+		*id_r = sqlite3_column_int64(stmt, 0);
+		*user_r = column_strdup(stmt, 1);
+		*folder_r = column_strdup(stmt, 2);
+		break;
 	}
 	sqlite3_reset(stmt);
 	return row < 0 ? -1 : 0;
