@@ -61,6 +61,9 @@ struct md_folder {
 	char *path; /* the folder's directory */
 };
 
+/* Returns 1 when dir/cur or dir/new is a directory, 0 when neither
+ * exists, and -1 with *err_r set when one of them cannot be checked. */
+int md_has_maildir_subdirs(const char *dir, int *err_r);
 /* List INBOX and every ".A.B" folder that has a cur/ or new/ directory,
  * sorted so that every parent comes before its children. Directories that
  * are not folders (tmp, Dovecot's files, "..DOVECOT-TRASHED") are ignored.

@@ -27,8 +27,5 @@ void md_buf_append(char **buf, size_t *len, size_t *cap, const char *s,
 /* A directory entry that is a directory, following symlinks, because
  * sites link user or folder directories to other disks. */
 bool md_entry_is_dir(int dir_fd, const struct dirent *de);
-/* Returns 1 when dir/cur or dir/new is a directory, 0 when neither
- * exists, and -1 with *err_r set when one of them cannot be checked. */
-int md_has_maildir_subdirs(const char *dir, int *err_r);
 
 #endif

@@ -489,44 +489,34 @@ apply_user(struct worker_ctx *wc, size_t ui, struct mrerr *err)
 	return 0;
 }
 
-/* The folder as the Maildir has it now, or NULL when it is gone. */
-static struct md_folder *
+/* Fill mdf with the folder of user ui named name (as the watcher and
+ * md_list_folders() name it). Returns false when it is gone. */
+static bool
 find_folder(struct worker_ctx *wc, size_t ui, const char *name,
-	    struct md_folder **all_r, size_t *n_r)
+	    struct md_folder *mdf)
 {
-	struct md_stats stats = {0};
-	char *error = NULL;
+	const char *user_path = wc->run.users[ui].path;
+	int err;
 
-	*all_r = NULL;
-	*n_r = 0;
-	if (md_list_folders(wc->run.users[ui].path, all_r, n_r, &stats,
-			    &error) < 0) {
-		free(error);
-		return NULL;
-	}
-	for (size_t f = 0; f < *n_r; f++) {
-		if (strcmp((*all_r)[f].name, name) == 0)
-			return &(*all_r)[f];
-	}
-	return NULL;
+	mdf->name = xstrdup(name);
+	mdf->path = strcmp(name, "INBOX") == 0
+			    ? xstrdup(user_path)
+			    : xasprintf("%s/.%s", user_path, name);
+	return md_has_maildir_subdirs(mdf->path, &err) == 1;
 }
 
 static int
 apply_folder(struct worker_ctx *wc, size_t ui, const char *folder,
 	     struct mrerr *err)
 {
-	struct md_folder *all, *mdf;
-	size_t n;
 	struct sync_unit unit = {.user = ui};
 	int r;
 
-	mdf = find_folder(wc, ui, folder, &all, &n);
-	if (mdf == NULL) {
+	if (!find_folder(wc, ui, folder, &unit.folder)) {
 		/* Deleted or renamed: the user's folder list says which. */
-		md_folders_free(&all, n);
-		return prepare_user(wc, ui, err);
+		r = prepare_user(wc, ui, err);
+		goto out;
 	}
-	unit.folder = *mdf;
 	wc->w.moves_checked = false;
 	r = sync_folder(&wc->w, &unit, err);
 	if (r < 0 && err->scope == MRERR_FOLDER) {
@@ -542,7 +532,9 @@ apply_folder(struct worker_ctx *wc, size_t ui, const char *folder,
 		if (r == 0)
 			r = sync_folder(&wc->w, &unit, err);
 	}
-	md_folders_free(&all, n);
+out:
+	free(unit.folder.name);
+	free(unit.folder.path);
 	return r;
 }
 
