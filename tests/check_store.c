@@ -1198,6 +1198,43 @@ START_TEST(queue_oldest_first)
 }
 END_TEST
 
+static bool
+skip_alice(const char *user, void *ctx)
+{
+	(void)ctx;
+	return strcmp(user, "alice") == 0;
+}
+
+/* A worker passes over the changes of a user another worker applies. */
+START_TEST(queue_next_except_skips_user)
+{
+	struct store *st = open_store();
+	char *user, *folder;
+	long long id;
+	bool found;
+
+	queue_add(st, "alice", "INBOX", NULL);
+	usleep(5000);
+	queue_add(st, "bob", ".Sent", NULL);
+	ck_assert_int_eq(store_queue_next_except(st, skip_alice, NULL, &user,
+	                                         &folder, &id, &found),
+	                 0);
+	ck_assert(found);
+	ck_assert_str_eq(user, "bob");
+	ck_assert_str_eq(folder, ".Sent");
+	free(user);
+	free(folder);
+	ck_assert_int_eq(store_queue_done(st, id), 0);
+
+	ck_assert_int_eq(store_queue_next_except(st, skip_alice, NULL, &user,
+	                                         &folder, &id, &found),
+	                 0);
+	ck_assert(!found);
+	ck_assert_ptr_null(user);
+	store_close(&st);
+}
+END_TEST
+
 /* Queueing a folder again keeps one row at its first position. */
 START_TEST(queue_add_coalesces_folder)
 {
@@ -1368,6 +1405,7 @@ store_suite(void)
 	tcase_add_test(tc, queue_empty_next_and_stats);
 	tcase_add_test(tc, queue_oldest_first);
 	tcase_add_test(tc, queue_add_coalesces_folder);
+	tcase_add_test(tc, queue_next_except_skips_user);
 	tcase_add_test(tc, queue_done_keeps_later_change);
 	tcase_add_test(tc, queue_done_unknown_id_is_noop);
 	tcase_add_test(tc, queue_stats_oldest_is_unix_ms);
