@@ -1,19 +1,29 @@
 #!/bin/bash
 # Demo on real mail: lay out the SpamAssassin corpus as a master's
 # Maildir++ tree, start a replica Dovecot on 127.0.0.1, replicate with
-# "mailrepl init", then check the result with "mailrepl verify" and show
-# "mailrepl status". Everything lives under ./work/demo; the replica keeps
-# running afterwards so that you can look at it with an IMAP client.
+# "mailrepl init" and check the result with "mailrepl verify". Then start
+# the agent, which keeps the replica current: deliver mail, set a flag
+# and move a message on the master, and check the replica again.
+# Everything lives under ./work/demo; the replica and the agent keep
+# running afterwards so that you can look at them.
 #
 #   scripts/demo.sh          set up (installs packages, builds) and run
-#   scripts/demo.sh stop     stop the demo's Dovecot
+#   scripts/demo.sh stop     stop the demo's agent and Dovecot
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 demo=$top/work/demo
 cd "$top"
 
+stop_agent() {
+	if [ -f "$demo/run/mailrepld.pid" ]; then
+		kill "$(cat "$demo/run/mailrepld.pid")" 2>/dev/null || true
+		sleep 1
+	fi
+}
+
 if [ "${1:-}" = stop ]; then
+	stop_agent
 	bash scripts/dovecot-test.sh stop "$demo/replica"
 	exit 0
 fi
@@ -25,6 +35,7 @@ if [ ! -x src/mailrepl ]; then
 	make -j2 >/dev/null
 fi
 
+stop_agent
 bash scripts/dovecot-test.sh stop "$demo/replica" >/dev/null 2>&1 || true
 rm -rf "$demo"
 mkdir -p "$demo"
@@ -40,6 +51,7 @@ cat >"$demo/mailrepl.conf" <<CONF
 mode = master
 state_dir = $demo/state
 log_file = $demo/mailrepl.log
+control_socket = $demo/run/control.sock
 
 [maildir]
 root = $demo/master
@@ -68,11 +80,40 @@ run init
 echo "(init prints nothing on success without a terminal; its summary from the log:)"
 grep 'event=run_end' "$demo/mailrepl.log" | tail -1
 run verify | tail -3
+
+echo
+echo "\$ mailrepld -c $demo/mailrepl.conf    # the agent keeps the replica current"
+src/mailrepld -c "$demo/mailrepl.conf"
+sleep 2
+
+# Changes as a delivery agent and an IMAP server make them on the master.
+inbox=$demo/master/alice/Maildir
+deliver() { # $1: unique name, $2: subject
+	printf 'From: demo@example.org\nTo: alice@example.org\nSubject: %s\nMessage-ID: <%s@demo.example.org>\n\nSent while the agent runs.\n' \
+		"$2" "$1" >"$inbox/tmp/$1"
+	mv "$inbox/tmp/$1" "$inbox/new/$1"
+}
+echo
+echo "Delivering 3 messages to alice, then flagging one and moving one:"
+stamp=$(date +%s)
+for number in 1 2 3; do
+	deliver "$stamp.M${number}P$$.demo" "live delivery $number"
+done
+sleep 1
+# A client reads message 1 and flags it; message 2 goes to Archive.
+mv "$inbox/new/$stamp.M1P$$.demo" "$inbox/cur/$stamp.M1P$$.demo:2,FS"
+mv "$inbox/new/$stamp.M2P$$.demo" \
+	"$inbox/.Archive/cur/$stamp.M2P$$.demo:2,S"
+sleep 2
+grep -E 'event=(apply|move|flags)' "$demo/mailrepl.log" | tail -9
+run verify | tail -3
 run status || true
 cat <<TEXT
 
 The replica keeps running on 127.0.0.1:$IMAP_PORT (STARTTLS, CA
-$DOVECOT_CA). Log in as alice*$DOVECOT_ADMIN with password
-$DOVECOT_ADMIN_PASSWORD to browse alice's copy. The replication log is
-$demo/mailrepl.log. Stop the replica with: scripts/demo.sh stop
+$DOVECOT_CA), and the agent keeps it current: change anything under
+$demo/master and watch $demo/mailrepl.log
+(or: src/mailrepl -c $demo/mailrepl.conf log -f). Log in as
+alice*$DOVECOT_ADMIN with password $DOVECOT_ADMIN_PASSWORD to browse
+alice's copy. Stop both with: scripts/demo.sh stop
 TEXT
