@@ -322,6 +322,7 @@ struct worker_ctx {
 	size_t index; /* into r->workers and r->busy */
 	pthread_t thread;
 	unsigned long long seen_gen; /* the last kick looked at */
+	long long queued_ms; /* when the change in hand was first queued */
 	struct sync_options opt;
 	struct sync_run run;
 	struct sync_worker w;
@@ -454,18 +455,18 @@ queue_user_folders(struct worker_ctx *wc, size_t ui)
 	md_folders_free(&folders, n);
 }
 
-/* Wait TREE_SETTLE_MS, or less when the agent stops, then prepare user
- * ui: folders, renames, moves, deletions and subscriptions. */
+/* Wait until the change is TREE_SETTLE_MS old (less when the agent
+ * stops), then prepare user ui: folders, renames, moves, deletions and
+ * subscriptions. */
 static int
 prepare_user(struct worker_ctx *wc, size_t ui, struct mrerr *err)
 {
 	struct repl *r = wc->r;
+	long long settled_ms = wc->queued_ms + TREE_SETTLE_MS;
 	struct timespec until;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += TREE_SETTLE_MS * 1000000L;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
+	until.tv_sec = (time_t)(settled_ms / 1000);
+	until.tv_nsec = (long)(settled_ms % 1000) * 1000000L;
 	pthread_mutex_lock(&r->lock);
 	while (!r->stopping &&
 	       pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
@@ -702,7 +703,7 @@ take_change(struct worker_ctx *wc, char **user_r, char **folder_r,
 		return 0;
 	}
 	ret = store_queue_next_except(wc->w.store, user_busy, r, user_r,
-				      folder_r, id_r, &found);
+				      folder_r, id_r, &wc->queued_ms, &found);
 	if (ret == 0 && found)
 		r->busy[wc->index] = xstrdup(*user_r);
 	pthread_mutex_unlock(&r->lock);

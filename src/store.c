@@ -234,7 +234,7 @@ static const char *const stmt_sql[N_STMTS] = {
                          " WHERE user = ?1 AND folder = ?2), ?4))",
         [ST_QUEUE_NEXT] = "SELECT id, user, folder FROM queue"
                           " ORDER BY queued, id LIMIT 1",
-        [ST_QUEUE_SCAN] = "SELECT id, user, folder FROM queue"
+        [ST_QUEUE_SCAN] = "SELECT id, user, folder, queued FROM queue"
                           " ORDER BY queued, id",
         [ST_QUEUE_DONE] = "DELETE FROM queue WHERE id = ?1",
         [ST_QUEUE_STATS] = "SELECT count(*), min(queued) FROM queue",
@@ -1290,7 +1290,8 @@ store_queue_next(struct store *store, char **user_r, char **folder_r,
 int
 store_queue_next_except(struct store *store, store_queue_skip_fn *skip,
                         void *ctx, char **user_r, char **folder_r,
-                        long long *id_r, bool *found_r)
+                        long long *id_r, long long *queued_ms_r,
+                        bool *found_r)
 {
 	sqlite3_stmt *stmt = store->stmts[ST_QUEUE_SCAN];
 	int row;
@@ -1298,6 +1299,7 @@ store_queue_next_except(struct store *store, store_queue_skip_fn *skip,
 	*user_r = NULL;
 	*folder_r = NULL;
 	*id_r = 0;
+	*queued_ms_r = 0;
 	*found_r = false;
 	while ((row = stmt_row(store, stmt, "reading the change queue")) > 0) {
 		const char *user = (const char *)sqlite3_column_text(stmt, 1);
@@ -1308,6 +1310,7 @@ store_queue_next_except(struct store *store, store_queue_skip_fn *skip,
 		*id_r = sqlite3_column_int64(stmt, 0);
 		*user_r = column_strdup(stmt, 1);
 		*folder_r = column_strdup(stmt, 2);
+		*queued_ms_r = sqlite3_column_int64(stmt, 3);
 		break;
 	}
 	sqlite3_reset(stmt);

@@ -168,11 +168,13 @@ int store_queue_next(struct store *store, char **user_r, char **folder_r,
 /* Whether store_queue_next_except() passes over the changes of user. */
 typedef bool store_queue_skip_fn(const char *user, void *ctx);
 /* The oldest queued change of a user that skip() does not pass over, as
- * store_queue_next() returns it. Lets several workers take the changes
- * of different users at once. */
+ * store_queue_next() returns it, with the time it was first queued in
+ * Unix milliseconds. Lets several workers take the changes of different
+ * users at once. */
 int store_queue_next_except(struct store *store, store_queue_skip_fn *skip,
 			    void *ctx, char **user_r, char **folder_r,
-			    long long *id_r, bool *found_r);
+			    long long *id_r, long long *queued_ms_r,
+			    bool *found_r);
 /* Remove the change with id; an id no longer queued is not an error. */
 int store_queue_done(struct store *store, long long id);
 /* Number of queued changes and the queued time of the oldest, in Unix

@@ -1210,24 +1210,27 @@ START_TEST(queue_next_except_skips_user)
 {
 	struct store *st = open_store();
 	char *user, *folder;
-	long long id;
+	long long id, queued;
 	bool found;
 
 	queue_add(st, "alice", "INBOX", NULL);
 	usleep(5000);
 	queue_add(st, "bob", ".Sent", NULL);
 	ck_assert_int_eq(store_queue_next_except(st, skip_alice, NULL, &user,
-	                                         &folder, &id, &found),
+	                                         &folder, &id, &queued,
+	                                         &found),
 	                 0);
 	ck_assert(found);
 	ck_assert_str_eq(user, "bob");
 	ck_assert_str_eq(folder, ".Sent");
+	ck_assert_int_gt(queued, 0);
 	free(user);
 	free(folder);
 	ck_assert_int_eq(store_queue_done(st, id), 0);
 
 	ck_assert_int_eq(store_queue_next_except(st, skip_alice, NULL, &user,
-	                                         &folder, &id, &found),
+	                                         &folder, &id, &queued,
+	                                         &found),
 	                 0);
 	ck_assert(!found);
 	ck_assert_ptr_null(user);
