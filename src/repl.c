@@ -1,5 +1,5 @@
 /* Running replication on the master: the watcher thread, the worker
- * thread and how one queued change is applied. */
+ * threads and how one queued change is applied. */
 #include <config.h>
 #include "repl.h"
 
@@ -17,16 +17,16 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Longest pause in seconds between two attempts after the replica failed
- * or refused. */
+/* Maximum pause in seconds between two attempts after the replica
+ * failed or rejected the change. */
 #define BACKOFF_MAX 60
 /* Seconds between two attempts to take the lock that "mailrepl init"
  * holds. */
 #define LOCK_RETRY 2
 /* Milliseconds to let a change of a user's folder list settle before it
  * is applied. Renaming a folder with children renames one directory
- * after the other; the list seen halfway would delete the children
- * that the replica's RENAME carried along, and upload them again. */
+ * after the other. The list seen halfway would delete the children that
+ * the replica's RENAME carried along, so they would be uploaded again. */
 #define TREE_SETTLE_MS 500
 /* Seconds that the replica may take to finish the commands of a client
  * that died, as in "mailrepl init". */
@@ -55,13 +55,13 @@ struct repl {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stopping;
-	bool held;		     /* repl_hold() asks the workers to let go */
-	bool enabled;		     /* the replica accepts this master */
-	bool reconcile;		     /* the watcher should queue everything */
+	bool held;                   /* repl_hold() requests the lock back */
+	bool enabled;                /* the replica accepts this master */
+	bool reconcile;              /* the watcher should queue everything */
 	unsigned long long kick_gen; /* grows when the queue may hold more */
-	unsigned draining;	     /* workers that use the lock */
-	int lock_fd;		     /* state_dir's lock while draining > 0 */
-	char **busy;		     /* busy[i]: the user worker i applies */
+	unsigned draining;           /* workers that use the lock */
+	int lock_fd;                 /* state_dir's lock while draining > 0 */
+	char **busy;                 /* busy[i]: the user worker i applies */
 	long long retry_ms; /* monotonic time of the next attempt, or 0 */
 	unsigned backoff;   /* seconds before the attempt after that */
 	struct repl_stats stats;
@@ -105,11 +105,9 @@ set_waiting(struct repl *r, const char *why)
 	bool changed;
 
 	pthread_mutex_lock(&r->lock);
-	changed = !r->stats.waiting ||
-		  strcmp(r->stats.waiting_for, why) != 0;
+	changed = !r->stats.waiting || strcmp(r->stats.waiting_for, why) != 0;
 	r->stats.waiting = true;
-	snprintf(r->stats.waiting_for, sizeof(r->stats.waiting_for), "%s",
-		 why);
+	snprintf(r->stats.waiting_for, sizeof(r->stats.waiting_for), "%s", why);
 	pthread_mutex_unlock(&r->lock);
 	if (changed)
 		log_msg(LOG_LVL_INFO, "repl_wait", "changes stay queued: %s",
@@ -143,8 +141,9 @@ note_error(struct repl *r, const char *user, const char *folder,
 		log_str(line, "folder", folder);
 	log_str(line, "error", err->text);
 	if (dropped)
-		log_str(line, "msg", "change dropped; the next change or "
-				     "reconcile of this folder retries it");
+		log_str(line, "msg",
+			"change dropped; the next change or "
+			"reconcile of this folder retries it");
 	log_end(line);
 	pthread_mutex_lock(&r->lock);
 	snprintf(r->stats.last_error, sizeof(r->stats.last_error), "%s",
@@ -214,8 +213,10 @@ queue_all(struct watcher_ctx *wc, const char *why)
 			store_error(wc->store));
 		store_rollback(wc->store);
 	} else {
-		log_msg(LOG_LVL_INFO, "reconcile", "queued %zu users and "
-			"folders (%s)", nqueued, why);
+		log_msg(LOG_LVL_INFO, "reconcile",
+			"queued %zu users and "
+			"folders (%s)",
+			nqueued, why);
 	}
 	md_users_free(&users, nusers);
 }
@@ -235,15 +236,18 @@ take_events(struct watcher_ctx *wc)
 	wc->failed = 0;
 	ret = watch_process(wc->r->watch, on_change, wc);
 	if (store_commit(wc->store) < 0) {
-		log_msg(LOG_LVL_ERROR, "error", "cannot queue changes: %s; "
-			"running a full reconcile", store_error(wc->store));
+		log_msg(LOG_LVL_ERROR, "error",
+			"cannot queue changes: %s; "
+			"running a full reconcile",
+			store_error(wc->store));
 		store_rollback(wc->store);
 		return 1;
 	}
 	if (wc->failed > 0) {
-		log_msg(LOG_LVL_ERROR, "error", "cannot queue %llu changes: "
-			"%s; running a full reconcile", wc->failed,
-			store_error(wc->store));
+		log_msg(LOG_LVL_ERROR, "error",
+			"cannot queue %llu changes: "
+			"%s; running a full reconcile",
+			wc->failed, store_error(wc->store));
 		return 1;
 	}
 	return ret;
@@ -298,7 +302,8 @@ watcher_main(void *arg)
 			break;
 		if (n > 0 && (fds[0].revents & POLLIN) != 0 &&
 		    take_events(&wc) == 1) {
-			log_msg(LOG_LVL_WARN, "overflow", "inotify lost events; "
+			log_msg(LOG_LVL_WARN, "overflow",
+				"inotify lost events; "
 				"running a full reconcile");
 			reconcile = true;
 		}
@@ -550,7 +555,8 @@ apply(struct worker_ctx *wc, const char *user, const char *folder,
 	int r = -1;
 
 	if (ui == SIZE_MAX) {
-		log_msg(LOG_LVL_INFO, "user_gone", "user %s is no longer on "
+		log_msg(LOG_LVL_INFO, "user_gone",
+			"user %s is no longer on "
 			"the master; its replica mailboxes are left alone",
 			user);
 		return 0;
@@ -616,8 +622,8 @@ back_off(struct repl *r)
 {
 	pthread_mutex_lock(&r->lock);
 	r->retry_ms = monotonic_ms() + (long long)r->backoff * 1000;
-	r->backoff = r->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX
-						  : r->backoff * 2;
+	r->backoff =
+		r->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : r->backoff * 2;
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -846,10 +852,10 @@ settle_after_crash(struct worker_ctx *wc)
 	time_t newest = 0;
 
 	if (store_intent_newest(wc->w.store, &newest) < 0 || newest == 0 ||
-	    time(NULL) - newest >= SETTLE_SECONDS ||
-	    time(NULL) < newest)
+	    time(NULL) - newest >= SETTLE_SECONDS || time(NULL) < newest)
 		return;
-	log_msg(LOG_LVL_INFO, "settle_wait", "the agent stopped during an "
+	log_msg(LOG_LVL_INFO, "settle_wait",
+		"the agent stopped during an "
 		"upload; waiting %lld s for the replica to finish it",
 		(long long)(newest + SETTLE_SECONDS - time(NULL)));
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -1001,8 +1007,10 @@ repl_start(const struct config *cfg, struct repl **repl_r, char **error_r)
 		goto fail;
 	}
 	r->watcher_started = true;
-	log_msg(LOG_LVL_INFO, "repl_start", "watching %s for changes with "
-		"%zu workers", cfg->maildir_root, r->nworkers);
+	log_msg(LOG_LVL_INFO, "repl_start",
+		"watching %s for changes with "
+		"%zu workers",
+		cfg->maildir_root, r->nworkers);
 	*repl_r = r;
 	return 0;
 fail:

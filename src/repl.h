@@ -24,20 +24,19 @@ struct repl;
 
 struct repl_stats {
 	unsigned long long pending; /* queued changes */
-	long long oldest_ms;	    /* Unix ms of the oldest, 0 when none */
+	long long oldest_ms;        /* Unix ms of the oldest, 0 when none */
 	unsigned long long applied; /* changes applied since the start */
-	long long last_applied;	    /* Unix seconds, 0 when none yet */
+	long long last_applied;     /* Unix seconds, 0 when none yet */
 	unsigned long long errors;  /* changes dropped after an error */
-	bool waiting;		    /* not applying: see waiting_for */
-	char waiting_for[96];	    /* why, for status */
-	char last_error[512];	    /* "" when none */
+	bool waiting;               /* not applying: see waiting_for */
+	char waiting_for[96];       /* why, for status */
+	char last_error[512];       /* "" when none */
 };
 
 /* Watch cfg's Maildir tree and start both threads. cfg must outlive the
  * replication. Fails when fs.inotify.max_user_watches is too low or the
  * state store cannot be opened. Returns 0, or -1 with *error_r. */
-int repl_start(const struct config *cfg, struct repl **repl_r,
-	       char **error_r);
+int repl_start(const struct config *cfg, struct repl **repl_r, char **error_r);
 /* Stop both threads and free; sets *repl to NULL. */
 void repl_stop(struct repl **repl);
 /* Make the worker finish the change in hand and release the lock, and
