@@ -792,6 +792,54 @@ START_TEST(moved_message_uses_uid_move)
 }
 END_TEST
 
+/* A folder renamed with its child is one RENAME on the replica: the
+ * messages keep their UIDs, and nothing is uploaded or moved again. */
+START_TEST(renamed_folder_uses_rename)
+{
+	struct env *e = env_new("t21");
+	struct sync_counts counts;
+	struct imapc_status before, after;
+	struct imapc *c;
+	struct mrerr err;
+	char *from, *to;
+
+	make_folder(e, "Projects");
+	make_folder(e, "Projects.2026");
+	put_message(e, "Projects", "S", "plan");
+	put_message(e, "Projects", "", "budget");
+	put_message(e, "Projects.2026", "F", "q1");
+	run_init_ok(e, &counts);
+	c = replica(e);
+	ck_assert_int_eq(imapc_select(c, "Projects", &before, &err), 0);
+	imapc_free(&c);
+
+	from = xasprintf("%s/.Projects", e->maildir);
+	to = xasprintf("%s/.Done", e->maildir);
+	ck_assert_int_eq(rename(from, to), 0);
+	free(from);
+	free(to);
+	from = xasprintf("%s/.Projects.2026", e->maildir);
+	to = xasprintf("%s/.Done.2026", e->maildir);
+	ck_assert_int_eq(rename(from, to), 0);
+
+	run_init_ok(e, &counts);
+	ck_assert_uint_eq(counts.uploaded, 0);
+	ck_assert_uint_eq(counts.moved, 0);
+	ck_assert_uint_eq(counts.expunged, 0);
+	ck_assert_uint_eq(replica_count(e, "Done"), 2);
+	ck_assert_uint_eq(replica_count(e, "Done.2026"), 1);
+	c = replica(e);
+	ck_assert_int_eq(imapc_select(c, "Done", &after, &err), 0);
+	ck_assert_int_eq(imapc_select(c, "Projects", &before, &err), -1);
+	imapc_free(&c);
+	ck_assert_uint_eq(after.uidnext, 3);
+	assert_identical(e);
+	free(from);
+	free(to);
+	env_free(e);
+}
+END_TEST
+
 START_TEST(missing_replica_user_fails_alone)
 {
 	struct env *e = env_new("t19");
@@ -877,6 +925,7 @@ main(void)
 	tcase_add_test(tc, refused_folder_fails_alone);
 	tcase_add_test(tc, oversized_message_skipped);
 	tcase_add_test(tc, moved_message_uses_uid_move);
+	tcase_add_test(tc, renamed_folder_uses_rename);
 	tcase_add_test(tc, missing_replica_user_fails_alone);
 	tcase_add_test(tc, unreachable_replica_fails_at_once);
 	suite_add_tcase(s, tc);
