@@ -5,6 +5,7 @@
 #include "ctl_client.h"
 #include "log.h"
 #include "repl.h"
+#include "status.h"
 #include "store.h"
 #include "util.h"
 
@@ -12,6 +13,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@
 
 struct master {
 	pthread_t thread;
+	bool thread_started;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	bool stopping;
@@ -35,6 +38,15 @@ struct master {
 	struct config *cfg;
 	struct repl *repl;
 	char *last_error;
+
+	/* The status record; guarded by lock too. */
+	pthread_t status_thread;
+	bool status_started;
+	pthread_cond_t status_wake;
+	bool status_dirty;
+	long long started;
+	char peer_state[16];
+	long long peer_since;
 };
 
 static bool
@@ -61,6 +73,30 @@ pause_for(struct master *m, unsigned seconds)
 	       pthread_cond_timedwait(&m->wake, &m->lock, &until) != ETIMEDOUT)
 		;
 	pthread_mutex_unlock(&m->lock);
+}
+
+/* Tell the status thread that a figure changed. */
+static void
+status_changed(void *ctx)
+{
+	struct master *m = ctx;
+
+	pthread_mutex_lock(&m->lock);
+	m->status_dirty = true;
+	pthread_cond_signal(&m->status_wake);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void
+set_peer_state(struct master *m, const char *state)
+{
+	pthread_mutex_lock(&m->lock);
+	if (strcmp(m->peer_state, state) != 0) {
+		snprintf(m->peer_state, sizeof(m->peer_state), "%s", state);
+		m->peer_since = time(NULL);
+	}
+	pthread_mutex_unlock(&m->lock);
+	status_changed(m);
 }
 
 static void
@@ -130,8 +166,10 @@ run_init(struct master *m, const char *reason)
 	int status = 0;
 	pid_t pid;
 
-	log_msg(LOG_LVL_INFO, "init_start", "starting the initial "
-		"replication (%s)", reason);
+	log_msg(LOG_LVL_INFO, "init_start",
+		"starting the initial "
+		"replication (%s)",
+		reason);
 	/* The worker lets go of the lock that the run takes. */
 	repl_hold(m->repl);
 	pid = fork();
@@ -186,12 +224,15 @@ serve_replica(struct master *m, const struct config *cfg,
 		free(id);
 		/* Only a refusal stops the pushing; a broken connection
 		 * says nothing about the binding. */
-		if (err.scope != MRERR_CONNECTION)
+		if (err.scope != MRERR_CONNECTION) {
 			repl_set_enabled(m->repl, false);
+			set_peer_state(m, "refused");
+		}
 		return false;
 	}
 	free(id);
 	repl_set_enabled(m->repl, true);
+	set_peer_state(m, "connected");
 	while (!stopping(m)) {
 		char *last;
 		struct repl_stats st;
@@ -217,6 +258,7 @@ serve_replica(struct master *m, const struct config *cfg,
 		free(last);
 		if (r < 0) {
 			log_msg(LOG_LVL_WARN, "peer_down", "%s", err.text);
+			set_peer_state(m, "down");
 			break;
 		}
 		if (!requested)
@@ -246,16 +288,21 @@ master_main(void *arg)
 		mrerr_clear(&err);
 		ctl = ctl_client_connect(cfg, cfg->admin_password, &err);
 		if (ctl == NULL) {
-			log_msg(LOG_LVL_WARN, "peer_down", "%s; retrying in "
-				"%u s", err.text, backoff);
+			log_msg(LOG_LVL_WARN, "peer_down",
+				"%s; retrying in "
+				"%u s",
+				err.text, backoff);
 			set_last_error(m, err.text);
+			set_peer_state(m, "down");
 			pause_for(m, backoff);
 			backoff = backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX
 							    : backoff * 2;
 			continue;
 		}
-		log_msg(LOG_LVL_INFO, "peer_up", "connected to the replica's "
-			"agent on %s:%u", cfg->replica_host, cfg->control_port);
+		log_msg(LOG_LVL_INFO, "peer_up",
+			"connected to the replica's "
+			"agent on %s:%u",
+			cfg->replica_host, cfg->control_port);
 		backoff = 1;
 		if (!serve_replica(m, cfg, ctl))
 			pause_for(m, BACKOFF_MAX);
@@ -264,30 +311,160 @@ master_main(void *arg)
 	return NULL;
 }
 
+/* Fill rec from the replication figures and the last initial
+ * replication, and judge the sync state. */
+static void
+collect(struct master *m, struct store *store, struct agent_record *rec)
+{
+	struct repl_stats st;
+	struct status_input in = {.master = true, .agent_running = true};
+	struct store_run run;
+	bool found = false;
+	long long now = time(NULL);
+
+	repl_get_stats(m->repl, &st);
+	if (store_run_last(store, "init", &run, &found) == 0 && found) {
+		in.init_found = true;
+		in.init_running = run.result == RUN_RUNNING;
+		in.init_ok = run.result == RUN_OK || run.result == RUN_REJECTED;
+		store_run_clear(&run);
+	}
+	in.pending = st.pending;
+	in.oldest_queued = st.oldest_ms / 1000;
+	in.figures_at = now;
+	in.out_of_sync_after = m->cfg->out_of_sync_after;
+
+	memset(rec, 0, sizeof(*rec));
+	rec->pid = getpid();
+	rec->started = m->started;
+	rec->updated = now;
+	pthread_mutex_lock(&m->lock);
+	snprintf(rec->peer_state, sizeof(rec->peer_state), "%s", m->peer_state);
+	rec->peer_since = m->peer_since;
+	pthread_mutex_unlock(&m->lock);
+	rec->pending = st.pending;
+	rec->oldest_queued = in.oldest_queued;
+	rec->applied = st.applied;
+	rec->last_applied = st.last_applied;
+	snprintf(rec->last_user, sizeof(rec->last_user), "%s", st.last_user);
+	snprintf(rec->last_folder, sizeof(rec->last_folder), "%s",
+		 st.last_folder);
+	rec->rate_per_min = st.applied_last_min;
+	snprintf(rec->waiting_for, sizeof(rec->waiting_for), "%s",
+		 st.waiting ? st.waiting_for : "");
+	snprintf(rec->last_error, sizeof(rec->last_error), "%s", st.last_error);
+	rec->last_error_at = st.last_error_at;
+	status_judge(&in, now, &rec->judgement);
+}
+
+static void
+log_state_change(const struct status_judgement *was,
+		 const struct status_judgement *now)
+{
+	struct logline *line;
+
+	if (was->state == now->state)
+		return;
+	line = log_begin(now->level == STATUS_OK ? LOG_LVL_INFO : LOG_LVL_WARN,
+			 "sync_state");
+	log_str(line, "state", status_state_name(now->state));
+	log_str(line, "was", status_state_name(was->state));
+	if (now->reason[0] != '\0')
+		log_str(line, "reason", now->reason);
+	log_end(line);
+}
+
+/* Wait for a change of the figures; while changes are pending, also
+ * wake once a second, because time alone can make the state change. */
+static bool
+wait_status_change(struct master *m, bool pending)
+{
+	struct timespec until;
+	bool stop;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	pthread_mutex_lock(&m->lock);
+	while (!m->stopping && !m->status_dirty) {
+		if (!pending) {
+			pthread_cond_wait(&m->status_wake, &m->lock);
+		} else if (pthread_cond_timedwait(&m->status_wake, &m->lock,
+						  &until) == ETIMEDOUT) {
+			break;
+		}
+	}
+	m->status_dirty = false;
+	stop = m->stopping;
+	pthread_mutex_unlock(&m->lock);
+	return !stop;
+}
+
+/* Keep <state_dir>/agent-status.json current, writing at most four
+ * times a second during a burst. */
+static void *
+status_main(void *arg)
+{
+	struct master *m = arg;
+	struct agent_record rec, last = {0};
+	struct store *store = NULL;
+	char *error = NULL;
+
+	if (store_open(m->cfg->state_dir, &store, &error) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "status: %s", error);
+		free(error);
+		return NULL;
+	}
+	last.judgement.state = SYNC_STATE_UNKNOWN;
+	do {
+		collect(m, store, &rec);
+		log_state_change(&last.judgement, &rec.judgement);
+		if (rec.judgement.state != last.judgement.state)
+			rec.judgement.since = rec.judgement.since != 0
+						      ? rec.judgement.since
+						      : rec.updated;
+		else if (last.judgement.since != 0)
+			rec.judgement.since = last.judgement.since;
+		if (status_record_save(m->cfg->state_dir, &rec, &error) < 0) {
+			log_msg(LOG_LVL_WARN, "error", "%s", error);
+			xfree(&error);
+		}
+		last = rec;
+		usleep(250000);
+	} while (wait_status_change(m, rec.pending > 0));
+	store_close(&store);
+	return NULL;
+}
+
 int
-master_start(const struct config *cfg, struct master **master_r,
-	     char **error_r)
+master_start(const struct config *cfg, struct master **master_r, char **error_r)
 {
 	struct master *m = xcalloc(1, sizeof(*m));
 
 	m->config_path = xstrdup(cfg->path);
-	if (config_load(m->config_path, &m->cfg, error_r) < 0 ||
-	    repl_start(m->cfg, &m->repl, error_r) < 0) {
-		config_free(&m->cfg);
-		free(m->config_path);
-		free(m);
-		return -1;
-	}
+	m->started = time(NULL);
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->wake, NULL);
-	if (pthread_create(&m->thread, NULL, master_main, m) != 0) {
-		*error_r = xstrdup("cannot start the replication thread");
-		repl_stop(&m->repl);
-		config_free(&m->cfg);
-		free(m->config_path);
-		free(m);
+	pthread_cond_init(&m->status_wake, NULL);
+	if (config_load(m->config_path, &m->cfg, error_r) < 0) {
+		master_stop(&m);
 		return -1;
 	}
+	snprintf(m->peer_state, sizeof(m->peer_state), "%s",
+		 m->cfg->control_port == 0 ? "none" : "down");
+	m->peer_since = m->started;
+	if (repl_start(m->cfg, status_changed, m, &m->repl, error_r) < 0) {
+		master_stop(&m);
+		return -1;
+	}
+	if (pthread_create(&m->status_thread, NULL, status_main, m) == 0)
+		m->status_started = true;
+	if (!m->status_started ||
+	    pthread_create(&m->thread, NULL, master_main, m) != 0) {
+		*error_r = xstrdup("cannot start the replication thread");
+		master_stop(&m);
+		return -1;
+	}
+	m->thread_started = true;
 	*master_r = m;
 	return 0;
 }
@@ -304,12 +481,17 @@ master_stop(struct master **mp)
 	if (m->child > 0)
 		kill(m->child, SIGTERM);
 	pthread_cond_broadcast(&m->wake);
+	pthread_cond_broadcast(&m->status_wake);
 	pthread_mutex_unlock(&m->lock);
-	pthread_join(m->thread, NULL);
+	if (m->thread_started)
+		pthread_join(m->thread, NULL);
+	if (m->status_started)
+		pthread_join(m->status_thread, NULL);
 	repl_stop(&m->repl);
 	config_free(&m->cfg);
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->wake);
+	pthread_cond_destroy(&m->status_wake);
 	free(m->config_path);
 	free(m->last_error);
 	free(m);

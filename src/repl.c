@@ -65,6 +65,12 @@ struct repl {
 	long long retry_ms; /* monotonic time of the next attempt, or 0 */
 	unsigned backoff;   /* seconds before the attempt after that */
 	struct repl_stats stats;
+	/* Changes applied per second over the last minute, for the rate:
+	 * applied_in[t % 60] counts second t when second_of[t % 60] == t. */
+	unsigned applied_in[60];
+	long long second_of[60];
+	repl_notify_fn *notify;
+	void *notify_ctx;
 };
 
 /* Shared state */
@@ -86,6 +92,13 @@ kick(struct repl *r)
 }
 
 static void
+notify(struct repl *r)
+{
+	if (r->notify != NULL)
+		r->notify(r->notify_ctx);
+}
+
+static void
 update_queue_stats(struct repl *r, struct store *store)
 {
 	unsigned long long count;
@@ -97,6 +110,7 @@ update_queue_stats(struct repl *r, struct store *store)
 	r->stats.pending = count;
 	r->stats.oldest_ms = oldest;
 	pthread_mutex_unlock(&r->lock);
+	notify(r);
 }
 
 static void
@@ -109,9 +123,11 @@ set_waiting(struct repl *r, const char *why)
 	r->stats.waiting = true;
 	snprintf(r->stats.waiting_for, sizeof(r->stats.waiting_for), "%s", why);
 	pthread_mutex_unlock(&r->lock);
-	if (changed)
+	if (changed) {
 		log_msg(LOG_LVL_INFO, "repl_wait", "changes stay queued: %s",
 			why);
+		notify(r);
+	}
 }
 
 static void
@@ -124,8 +140,10 @@ clear_waiting(struct repl *r)
 	r->stats.waiting = false;
 	r->stats.waiting_for[0] = '\0';
 	pthread_mutex_unlock(&r->lock);
-	if (was)
+	if (was) {
 		log_msg(LOG_LVL_INFO, "repl_resume", "applying queued changes");
+		notify(r);
+	}
 }
 
 static void
@@ -146,11 +164,13 @@ note_error(struct repl *r, const char *user, const char *folder,
 			"reconcile of this folder retries it");
 	log_end(line);
 	pthread_mutex_lock(&r->lock);
+	r->stats.last_error_at = time(NULL);
 	snprintf(r->stats.last_error, sizeof(r->stats.last_error), "%s",
 		 err->text);
 	if (dropped)
 		r->stats.errors++;
 	pthread_mutex_unlock(&r->lock);
+	notify(r);
 }
 
 /* The watcher */
@@ -723,13 +743,25 @@ take_change(struct worker_ctx *wc, char **user_r, char **folder_r,
 }
 
 static void
-note_applied(struct repl *r, bool ok)
+note_applied(struct repl *r, const char *user, const char *folder, bool ok)
 {
+	long long now = time(NULL);
+	size_t slot = (size_t)(now % 60);
+
 	pthread_mutex_lock(&r->lock);
 	r->backoff = 1;
 	if (ok) {
 		r->stats.applied++;
-		r->stats.last_applied = time(NULL);
+		r->stats.last_applied = now;
+		snprintf(r->stats.last_user, sizeof(r->stats.last_user), "%s",
+			 user);
+		snprintf(r->stats.last_folder, sizeof(r->stats.last_folder),
+			 "%s", folder);
+		if (r->second_of[slot] != now) {
+			r->second_of[slot] = now;
+			r->applied_in[slot] = 0;
+		}
+		r->applied_in[slot]++;
 	}
 	pthread_mutex_unlock(&r->lock);
 }
@@ -756,7 +788,7 @@ apply_change(struct worker_ctx *wc, const char *user, const char *folder,
 	if (err.scope != MRERR_NONE)
 		note_error(r, user, folder, &err, true);
 	store_queue_done(wc->w.store, id);
-	note_applied(r, err.scope == MRERR_NONE);
+	note_applied(r, user, folder, err.scope == MRERR_NONE);
 	log_applied(user, folder, monotonic_ms() - started);
 	return true;
 }
@@ -981,12 +1013,15 @@ start_workers(struct repl *r, char **error_r)
 /* Public interface */
 
 int
-repl_start(const struct config *cfg, struct repl **repl_r, char **error_r)
+repl_start(const struct config *cfg, repl_notify_fn *notify_fn,
+	   void *notify_ctx, struct repl **repl_r, char **error_r)
 {
 	struct repl *r = xcalloc(1, sizeof(*r));
 
 	*error_r = NULL;
 	r->cfg = cfg;
+	r->notify = notify_fn;
+	r->notify_ctx = notify_ctx;
 	r->enabled = true;
 	r->lock_fd = -1;
 	r->backoff = 1;
@@ -1103,7 +1138,14 @@ repl_reconcile(struct repl *r)
 void
 repl_get_stats(struct repl *r, struct repl_stats *stats_r)
 {
+	long long now = time(NULL);
+
 	pthread_mutex_lock(&r->lock);
 	*stats_r = r->stats;
+	stats_r->applied_last_min = 0;
+	for (size_t i = 0; i < 60; i++) {
+		if (now - r->second_of[i] < 60)
+			stats_r->applied_last_min += r->applied_in[i];
+	}
 	pthread_mutex_unlock(&r->lock);
 }

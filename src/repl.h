@@ -28,18 +28,27 @@ struct repl_stats {
 	unsigned long long applied; /* changes applied since the start */
 	long long last_applied;     /* Unix seconds, 0 when none yet */
 	unsigned long long errors;  /* changes dropped after an error */
+	unsigned applied_last_min;  /* changes applied in the last 60 s */
+	char last_user[128];        /* of the last change applied */
+	char last_folder[256];      /* "" for the user's folder list */
+	long long last_error_at;    /* Unix seconds */
 	bool waiting;               /* not applying: see waiting_for */
 	char waiting_for[96];       /* why, for status */
 	char last_error[512];       /* "" when none */
 };
 
-/* Watch cfg's Maildir tree and start both threads. cfg must outlive the
- * replication. Fails when fs.inotify.max_user_watches is too low or the
+/* Called from a replication thread whenever the figures change. */
+typedef void repl_notify_fn(void *ctx);
+
+/* Watch cfg's Maildir tree and start the threads. cfg must outlive the
+ * replication. notify (may be NULL) learns of every change of the
+ * figures. Fails when fs.inotify.max_user_watches is too low or the
  * state store cannot be opened. Returns 0, or -1 with *error_r. */
-int repl_start(const struct config *cfg, struct repl **repl_r, char **error_r);
-/* Stop both threads and free; sets *repl to NULL. */
+int repl_start(const struct config *cfg, repl_notify_fn *notify,
+	       void *notify_ctx, struct repl **repl_r, char **error_r);
+/* Stop the threads and free; sets *repl to NULL. */
 void repl_stop(struct repl **repl);
-/* Make the worker finish the change in hand and release the lock, and
+/* Make the workers finish the changes in hand and release the lock, and
  * return once it has; it then waits until repl_release(). */
 void repl_hold(struct repl *repl);
 void repl_release(struct repl *repl);
