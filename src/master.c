@@ -428,6 +428,11 @@ status_main(void *arg)
 			log_msg(LOG_LVL_WARN, "error", "%s", error);
 			xfree(&error);
 		}
+		/* The replication threads leave the WAL to this one, so that
+		 * none of their commits waits for a checkpoint's fsync. */
+		if (store_checkpoint(store) < 0)
+			log_msg(LOG_LVL_WARN, "error", "state store: %s",
+				store_error(store));
 		last = rec;
 		usleep(250000);
 	} while (wait_status_change(m, rec.pending > 0));

@@ -287,6 +287,9 @@ watcher_main(void *arg)
 		free(error);
 		return NULL;
 	}
+	/* The status thread checkpoints; a commit here must not wait for
+	 * an fsync. */
+	store_set_autocheckpoint(wc.store, false);
 	queue_all(&wc, "startup");
 	update_queue_stats(r, wc.store);
 	kick(r);
@@ -931,6 +934,7 @@ worker_ctx_new(struct repl *r, size_t index, char **error_r)
 	if (store_open(r->cfg->state_dir, &wc->w.store, error_r) < 0 ||
 	    load_run_users(wc, error_r) < 0)
 		return wc; /* *error_r is set; worker_ctx_free() frees */
+	store_set_autocheckpoint(wc->w.store, false);
 	return wc;
 }
 

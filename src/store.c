@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* How long a statement waits for another connection's write lock before it
@@ -528,6 +529,22 @@ db_exec(sqlite3 *db, const char *sql)
 	return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
+/* Wait for another connection's write lock in steps of 0.2 ms. SQLite's
+ * own busy timeout sleeps 1, 2, 5, 10 ... up to 100 ms between attempts,
+ * and the agent's threads, which take turns at the write lock many times
+ * a second, lost tens of milliseconds per change to those sleeps. */
+static int
+busy_wait(void *ctx, int attempts)
+{
+	const struct timespec pause = {.tv_sec = 0, .tv_nsec = 200000};
+
+	(void)ctx;
+	if ((long long)attempts * 200 >= STORE_BUSY_TIMEOUT_MS * 1000LL)
+		return 0;
+	nanosleep(&pause, NULL);
+	return 1;
+}
+
 /* Set the connection's PRAGMAs and check the ones SQLite may ignore. */
 static int
 store_configure(struct store *st, const char *path, char **error_r)
@@ -535,7 +552,7 @@ store_configure(struct store *st, const char *path, char **error_r)
 	char *mode = NULL, *fk = NULL;
 	int ret = -1;
 
-	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+	sqlite3_busy_handler(st->db, busy_wait, NULL);
 
 	/* WAL with synchronous=NORMAL does not fsync at each commit, only
 	 * at checkpoints (SQLite documentation of PRAGMA synchronous). A
@@ -729,6 +746,29 @@ store_error(struct store *store)
 }
 
 /* Transactions */
+
+int
+store_set_autocheckpoint(struct store *store, bool automatic)
+{
+	/* 1000 pages is SQLite's default. */
+	if (db_exec(store->db, automatic ? "PRAGMA wal_autocheckpoint = 1000"
+	                                 : "PRAGMA wal_autocheckpoint = 0") <
+	    0)
+		return store_fail(store, "setting wal_autocheckpoint");
+	return 0;
+}
+
+int
+store_checkpoint(struct store *store)
+{
+	int rc = sqlite3_wal_checkpoint_v2(store->db, NULL,
+	                                   SQLITE_CHECKPOINT_PASSIVE, NULL,
+	                                   NULL);
+
+	if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+		return store_fail(store, "checkpointing the WAL");
+	return 0;
+}
 
 int
 store_begin(struct store *store)

@@ -25,6 +25,15 @@ void store_close(struct store **store);
 /* The last SQLite error text, valid until the next call on store. */
 const char *store_error(struct store *store);
 
+/* Whether a commit on this handle copies the WAL back into the database
+ * once it has grown past 1,000 pages (the default), which costs that
+ * commit an fsync. The agent turns it off on the handles of its
+ * latency-critical threads and calls store_checkpoint() from another. */
+int store_set_autocheckpoint(struct store *store, bool automatic);
+/* Copy as much of the WAL into the database as the readers allow,
+ * without waiting for them. */
+int store_checkpoint(struct store *store);
+
 /* Start a write transaction (BEGIN IMMEDIATE: the write lock is taken
  * at once). A failed store_commit() leaves the transaction open; call
  * store_rollback(), which also succeeds when SQLite has already rolled
