@@ -444,12 +444,21 @@ store_make_dir(const char *dir, char **error_r)
 
 /* Create an empty database file with mode 0600 if there is none, because
  * SQLite would create it with 0644 minus the umask. SQLite gives the -wal
- * and -shm files the mode of the database file. */
+ * and -shm files the mode of the database file. An existing file is not
+ * opened: its close() would drop the POSIX locks that this process's
+ * other connections hold on it, and another process closing its last
+ * connection would then checkpoint and delete the WAL under them. */
 static int
 store_make_file(const char *path, char **error_r)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	struct stat st;
+	int fd;
 
+	if (stat(path, &st) == 0)
+		return 0;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST)
+		return 0;
 	if (fd < 0) {
 		*error_r = xasprintf("cannot create state database %s: %s",
 		                     path, strerror(errno));
