@@ -197,7 +197,7 @@ queue_all(struct watcher_ctx *wc, const char *why)
 {
 	struct md_user *users = NULL;
 	size_t nusers = 0, nqueued = 0;
-	char *error = NULL;
+	char *error = NULL, *hint;
 
 	if (md_select_users(wc->r->cfg, NULL, 0, &users, &nusers, &error) < 0) {
 		log_msg(LOG_LVL_ERROR, "error", "reconcile: %s", error);
@@ -210,33 +210,33 @@ queue_all(struct watcher_ctx *wc, const char *why)
 		md_users_free(&users, nusers);
 		return;
 	}
+	/* The "reconcile" hint asks the worker for a full comparison. */
+	hint = xasprintf("reconcile: %s", why);
 	for (size_t u = 0; u < nusers; u++) {
 		struct md_folder *folders = NULL;
 		size_t nfolders = 0;
 		struct md_stats stats = {0};
 
-		on_change(users[u].name, "", why, wc);
+		on_change(users[u].name, "", hint, wc);
 		nqueued++;
 		if (md_list_folders(users[u].path, &folders, &nfolders, &stats,
 				    &error) < 0) {
-			free(error);
-			error = NULL;
+			xfree(&error);
 			continue;
 		}
 		for (size_t f = 0; f < nfolders; f++)
-			on_change(users[u].name, folders[f].name, why, wc);
+			on_change(users[u].name, folders[f].name, hint, wc);
 		nqueued += nfolders;
 		md_folders_free(&folders, nfolders);
 	}
+	free(hint);
 	if (store_commit(wc->store) < 0) {
 		log_msg(LOG_LVL_ERROR, "error", "reconcile: state store: %s",
 			store_error(wc->store));
 		store_rollback(wc->store);
 	} else {
 		log_msg(LOG_LVL_INFO, "reconcile",
-			"queued %zu users and "
-			"folders (%s)",
-			nqueued, why);
+			"queued %zu users and folders (%s)", nqueued, why);
 	}
 	md_users_free(&users, nusers);
 }
@@ -479,7 +479,7 @@ queue_user_folders(struct worker_ctx *wc, size_t ui)
 	}
 	for (size_t f = 0; f < n; f++)
 		store_queue_add(wc->w.store, wc->run.users[ui].name,
-				folders[f].name, "new user");
+				folders[f].name, "reconcile: new user");
 	md_folders_free(&folders, n);
 }
 
@@ -723,6 +723,7 @@ take_change(struct worker_ctx *wc, char **user_r, char **folder_r,
 	    long long *id_r)
 {
 	struct repl *r = wc->r;
+	char *hint = NULL;
 	bool found = false;
 	int ret;
 
@@ -732,10 +733,16 @@ take_change(struct worker_ctx *wc, char **user_r, char **folder_r,
 		return 0;
 	}
 	ret = store_queue_next_except(wc->w.store, user_busy, r, user_r,
-				      folder_r, id_r, &wc->queued_ms, &found);
+				      folder_r, &hint, id_r, &wc->queued_ms,
+				      &found);
 	if (ret == 0 && found)
 		r->busy[wc->index] = xstrdup(*user_r);
 	pthread_mutex_unlock(&r->lock);
+	/* A watched change trusts the map for what the replica holds; a
+	 * reconcile, or a directory that appeared, compares in full. */
+	wc->w.trust_map = hint != NULL && strncmp(hint, "reconcile", 9) != 0 &&
+			  strcmp(hint, "rescan") != 0;
+	free(hint);
 	if (ret < 0) {
 		log_msg(LOG_LVL_ERROR, "error", "change queue: %s",
 			store_error(wc->w.store));

@@ -230,12 +230,15 @@ static const char *const stmt_sql[N_STMTS] = {
          * old row then finds its id gone in store_queue_done(), so the
          * change that arrived meanwhile stays queued. */
         [ST_QUEUE_ADD] = "INSERT OR REPLACE INTO queue"
-                         " (user, folder, hint, queued) VALUES (?1, ?2, ?3,"
+                         " (user, folder, hint, queued) VALUES (?1, ?2,"
+                         " coalesce((SELECT hint FROM queue"
+                         " WHERE user = ?1 AND folder = ?2"
+                         " AND hint LIKE 'reconcile%'), ?3),"
                          " coalesce((SELECT queued FROM queue"
                          " WHERE user = ?1 AND folder = ?2), ?4))",
         [ST_QUEUE_NEXT] = "SELECT id, user, folder FROM queue"
                           " ORDER BY queued, id LIMIT 1",
-        [ST_QUEUE_SCAN] = "SELECT id, user, folder, queued FROM queue"
+        [ST_QUEUE_SCAN] = "SELECT id, user, folder, queued, hint FROM queue"
                           " ORDER BY queued, id",
         [ST_QUEUE_DONE] = "DELETE FROM queue WHERE id = ?1",
         [ST_QUEUE_STATS] = "SELECT count(*), min(queued) FROM queue",
@@ -1339,14 +1342,15 @@ store_queue_next(struct store *store, char **user_r, char **folder_r,
 int
 store_queue_next_except(struct store *store, store_queue_skip_fn *skip,
                         void *ctx, char **user_r, char **folder_r,
-                        long long *id_r, long long *queued_ms_r,
-                        bool *found_r)
+                        char **hint_r, long long *id_r,
+                        long long *queued_ms_r, bool *found_r)
 {
 	sqlite3_stmt *stmt = store->stmts[ST_QUEUE_SCAN];
 	int row;
 
 	*user_r = NULL;
 	*folder_r = NULL;
+	*hint_r = NULL;
 	*id_r = 0;
 	*queued_ms_r = 0;
 	*found_r = false;
@@ -1360,6 +1364,7 @@ store_queue_next_except(struct store *store, store_queue_skip_fn *skip,
 		*user_r = column_strdup(stmt, 1);
 		*folder_r = column_strdup(stmt, 2);
 		*queued_ms_r = sqlite3_column_int64(stmt, 3);
+		*hint_r = column_strdup(stmt, 4);
 		break;
 	}
 	sqlite3_reset(stmt);

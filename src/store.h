@@ -160,11 +160,13 @@ int store_rejected_has(struct store *store, long long run_id,
 /* The change queue: what the watcher saw change, by (user, folder), for a
  * worker to apply by diffing that folder. folder "" stands for the user
  * itself (its folder list or subscriptions). hint is free text for logs
- * (a file name, "keywords", "folders", "subscriptions") and may be NULL.
+ * (a file name, "keywords", "folders", "subscriptions") and may be NULL;
+ * a hint that starts with "reconcile" asks for a full comparison with
+ * the replica and is kept when the row is queued again.
  *
  * A (user, folder) is queued at most once, so changes of one folder keep
  * their order. Adding it again keeps the oldest queued time, replaces the
- * hint and gives the row a new id: a worker that took the old id with
+ * hint (but not a "reconcile" one) and gives the row a new id: a worker that took the old id with
  * store_queue_next() then leaves the newer change queued when it calls
  * store_queue_done(). */
 int store_queue_add(struct store *store, const char *user, const char *folder,
@@ -177,13 +179,13 @@ int store_queue_next(struct store *store, char **user_r, char **folder_r,
 /* Whether store_queue_next_except() passes over the changes of user. */
 typedef bool store_queue_skip_fn(const char *user, void *ctx);
 /* The oldest queued change of a user that skip() does not pass over, as
- * store_queue_next() returns it, with the time it was first queued in
- * Unix milliseconds. Lets several workers take the changes of different
- * users at once. */
+ * store_queue_next() returns it, with its hint (caller frees; may be
+ * NULL) and the time it was first queued in Unix milliseconds. Lets
+ * several workers take the changes of different users at once. */
 int store_queue_next_except(struct store *store, store_queue_skip_fn *skip,
 			    void *ctx, char **user_r, char **folder_r,
-			    long long *id_r, long long *queued_ms_r,
-			    bool *found_r);
+			    char **hint_r, long long *id_r,
+			    long long *queued_ms_r, bool *found_r);
 /* Remove the change with id; an id no longer queued is not an error. */
 int store_queue_done(struct store *store, long long id);
 /* Number of queued changes and the queued time of the oldest, in Unix

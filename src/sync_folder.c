@@ -24,7 +24,7 @@ struct folder_ctx {
 	const char *user;
 	const struct md_folder *mdf;
 	const char *folder; /* Maildir++ name */
-	char *rname;	    /* replica name */
+	char *rname;        /* replica name */
 	bool dry_run;
 	struct imapc_status st;
 
@@ -34,8 +34,8 @@ struct folder_ctx {
 	size_t nmap;
 	struct imapc_msg *rmsgs; /* replica, sorted by UID */
 	size_t nr;
-	bool *claimed;	 /* rmsgs[r] belongs to a Maildir message */
-	size_t *rindex;	 /* rmsgs index of msgs[i], or SIZE_MAX */
+	bool *claimed;        /* rmsgs[r] belongs to a Maildir message */
+	size_t *rindex;       /* rmsgs index of msgs[i], or SIZE_MAX */
 	struct flagset *want; /* flags to push per msgs[i] */
 
 	size_t *wanted; /* msgs indexes to upload */
@@ -94,10 +94,9 @@ log_msg_event(const struct folder_ctx *f, enum log_level level,
 static int
 store_failed(struct folder_ctx *f, struct mrerr *err)
 {
-	return mrerr_set(err, MRERR_CONFIG, MRERR_RETRY_NEVER,
-			 "state store in %s: %s",
-			 f->w->run->opt->cfg->state_dir,
-			 store_error(f->w->store));
+	return mrerr_set(
+		err, MRERR_CONFIG, MRERR_RETRY_NEVER, "state store in %s: %s",
+		f->w->run->opt->cfg->state_dir, store_error(f->w->store));
 }
 
 /* Set the flags the replica should have, without keywords where the
@@ -159,6 +158,88 @@ check_uidvalidity(struct folder_ctx *f, struct mrerr *err)
 }
 
 static int
+cmp_rmsg_uid(const void *a, const void *b)
+{
+	uint32_t x = ((const struct imapc_msg *)a)->uid;
+	uint32_t y = ((const struct imapc_msg *)b)->uid;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The replica's messages as the map recorded them, with the Maildir's
+ * INTERNALDATE (the map does not keep one), followed by newer[]. Returns
+ * false when a flag text in the map does not parse. */
+static bool
+replica_from_map(struct folder_ctx *f, struct imapc_msg *newer, size_t nnewer)
+{
+	size_t i = 0, n = 0;
+
+	f->rmsgs = xcalloc(f->nmap + nnewer + 1, sizeof(*f->rmsgs));
+	for (size_t j = 0; j < f->nmap; j++) {
+		struct imapc_msg *rm = &f->rmsgs[n++];
+
+		while (i < f->n && strcmp(f->msgs[i].uniq, f->map[j].uniq) < 0)
+			i++;
+		rm->uid = f->map[j].uid;
+		rm->size = f->map[j].size;
+		if (i < f->n && strcmp(f->msgs[i].uniq, f->map[j].uniq) == 0)
+			rm->internaldate = f->msgs[i].internaldate;
+		flagset_init(&rm->flags);
+		if (flagset_parse(&rm->flags, f->map[j].flags) < 0) {
+			imapc_msgs_free(&f->rmsgs, n);
+			return false;
+		}
+	}
+	qsort(f->rmsgs, n, sizeof(*f->rmsgs), cmp_rmsg_uid);
+	/* newer[] holds UIDs above every mapped one, sorted: they go last. */
+	memcpy(f->rmsgs + n, newer, nnewer * sizeof(*newer));
+	f->nr = n + nnewer;
+	return true;
+}
+
+/* The replica's messages. For a watched change (trust_map), the map
+ * stands for the messages up to its highest UID, and only newer ones are
+ * fetched: a delivery then costs one short FETCH, not one line per
+ * message of the folder. That holds only while nothing else changed the
+ * folder, so with an APPEND intent open, or a message count on the
+ * replica that differs from the map's, everything is fetched. A
+ * reconcile always fetches everything. */
+static int
+fetch_replica(struct folder_ctx *f, struct mrerr *err)
+{
+	struct sync_worker *w = f->w;
+	struct imapc_msg *newer = NULL;
+	size_t nnewer = 0, kept = 0;
+	uint32_t top = 0, intent = 0;
+
+	if (!w->trust_map || !w->run->opt->live || f->nmap == 0)
+		return imapc_fetch_all(w->conn, 1, &f->rmsgs, &f->nr, err);
+	if (store_intent_min_uidnext(w->store, f->user, f->folder, &intent) < 0)
+		return store_failed(f, err);
+	for (size_t j = 0; j < f->nmap; j++)
+		top = f->map[j].uid > top ? f->map[j].uid : top;
+	if (intent != 0 || top == UINT32_MAX)
+		return imapc_fetch_all(w->conn, 1, &f->rmsgs, &f->nr, err);
+	if (imapc_fetch_all(w->conn, top + 1, &newer, &nnewer, err) < 0)
+		return -1;
+	/* "UID FETCH top+1:*" also returns the last message when none is
+	 * above top. */
+	for (size_t k = 0; k < nnewer; k++) {
+		if (newer[k].uid > top)
+			newer[kept++] = newer[k];
+		else
+			flagset_clear(&newer[k].flags);
+	}
+	if (f->st.exists == f->nmap + kept &&
+	    replica_from_map(f, newer, kept)) {
+		free(newer);
+		return 0;
+	}
+	imapc_msgs_free(&newer, kept);
+	return imapc_fetch_all(w->conn, 1, &f->rmsgs, &f->nr, err);
+}
+
+static int
 load_state(struct folder_ctx *f, struct mrerr *err)
 {
 	struct sync_worker *w = f->w;
@@ -171,8 +252,8 @@ load_state(struct folder_ctx *f, struct mrerr *err)
 	if (!missing && check_uidvalidity(f, err) < 0)
 		return -1;
 
-	if (md_scan_folder(f->mdf, f->user, &f->msgs, &f->n, &stats,
-			   &error) < 0) {
+	if (md_scan_folder(f->mdf, f->user, &f->msgs, &f->n, &stats, &error) <
+	    0) {
 		mrerr_set(err, MRERR_FOLDER, MRERR_RETRY_LATER, "%s", error);
 		free(error);
 		return -1;
@@ -181,11 +262,10 @@ load_state(struct folder_ctx *f, struct mrerr *err)
 	w->counts.bytes += stats.bytes;
 	w->counts.skipped += md_stats_skipped(&stats);
 
-	if (!missing &&
-	    (store_msgs_load(w->store, f->user, f->folder, &f->map,
-			     &f->nmap) < 0))
+	if (!missing && (store_msgs_load(w->store, f->user, f->folder, &f->map,
+					 &f->nmap) < 0))
 		return store_failed(f, err);
-	if (!missing && imapc_fetch_all(w->conn, 1, &f->rmsgs, &f->nr, err) < 0)
+	if (!missing && fetch_replica(f, err) < 0)
 		return -1;
 	f->claimed = xcalloc(f->nr + 1, sizeof(bool));
 	f->wanted = xcalloc(f->n + 1, sizeof(size_t));
@@ -211,10 +291,10 @@ merge_map(struct folder_ctx *f)
 	size_t i = 0, j = 0;
 
 	while (i < f->n || j < f->nmap) {
-		int cmp = i >= f->n	 ? 1
-			  : j >= f->nmap ? -1
-					 : strcmp(f->msgs[i].uniq,
-						  f->map[j].uniq);
+		int cmp = i >= f->n ? 1
+			  : j >= f->nmap
+				  ? -1
+				  : strcmp(f->msgs[i].uniq, f->map[j].uniq);
 		size_t r;
 
 		if (cmp < 0) {
@@ -244,7 +324,8 @@ merge_map(struct folder_ctx *f)
 				add_expunge(f, f->map[j].uid);
 				log_msg_event(f, LOG_LVL_INFO, "expunge",
 					      f->map[j].uniq, f->map[j].uid,
-					      "msg", "INTERNALDATE differs from "
+					      "msg",
+					      "INTERNALDATE differs from "
 					      "the master's; uploading again");
 			}
 			forget(f, f->map[j].uniq);
@@ -327,8 +408,8 @@ fix_flags(struct folder_ctx *f, struct mrerr *err)
 		size_t r = f->rindex[i];
 		char *text;
 
-		if (r == SIZE_MAX || flagset_equal(&f->rmsgs[r].flags,
-						   &f->want[i]))
+		if (r == SIZE_MAX ||
+		    flagset_equal(&f->rmsgs[r].flags, &f->want[i]))
 			continue;
 		text = flagset_format(&f->want[i]);
 		log_msg_event(f, LOG_LVL_INFO, "flags", f->msgs[i].uniq,
@@ -389,8 +470,8 @@ note_rejected(struct folder_ctx *f, const struct md_message *m,
 	log_msg_event(f, LOG_LVL_WARN, "reject", m->uniq, 0, "reason",
 		      why->text);
 	f->w->counts.rejected++;
-	store_rejected_add(f->w->store, f->w->run->run_id, f->user,
-			   f->folder, m->uniq, why->text);
+	store_rejected_add(f->w->store, f->w->run->run_id, f->user, f->folder,
+			   m->uniq, why->text);
 	store_intent_delete(f->w->store, f->user, f->folder, m->uniq);
 }
 
@@ -413,8 +494,8 @@ record_batch(struct folder_ctx *f, const size_t *batch,
 		flags = flagset_format(app[k].flags);
 		if (store_msg_put(store, f->user, f->folder, m->uniq,
 				  app[k].uid, flags, (uint64_t)m->size) < 0 ||
-		    store_intent_delete(store, f->user, f->folder,
-					m->uniq) < 0) {
+		    store_intent_delete(store, f->user, f->folder, m->uniq) <
+			    0) {
 			free(flags);
 			store_rollback(store);
 			return store_failed(f, err);
@@ -443,8 +524,8 @@ upload_batch(struct folder_ctx *f, const size_t *batch, size_t count,
 	}
 	if (record_intents(f, batch, count, err) < 0)
 		goto out;
-	if (imapc_append_batch(f->w->conn, f->rname, app, count,
-			       &uidvalidity, err) < 0)
+	if (imapc_append_batch(f->w->conn, f->rname, app, count, &uidvalidity,
+			       err) < 0)
 		goto out;
 	if (uidvalidity != 0 && uidvalidity != f->st.uidvalidity) {
 		mrerr_set(err, MRERR_FOLDER, MRERR_RETRY_NOW,
@@ -474,8 +555,8 @@ skip_oversized(struct folder_ctx *f, unsigned long long max)
 			f->wanted[kept++] = f->wanted[k];
 			continue;
 		}
-		log_msg_event(f, LOG_LVL_WARN, "skip", m->uniq, 0,
-			      "reason", "larger than [master] max_message_size");
+		log_msg_event(f, LOG_LVL_WARN, "skip", m->uniq, 0, "reason",
+			      "larger than [master] max_message_size");
 		f->w->counts.skipped++;
 	}
 	f->nwanted = kept;
@@ -501,12 +582,12 @@ upload(struct folder_ctx *f, struct mrerr *err)
 		while (start + count < f->nwanted &&
 		       count < cfg->batch_messages &&
 		       (count == 0 ||
-			bytes + (unsigned long long)f->msgs[f->wanted[start +
-								     count]]
-					.size <=
+			bytes + (unsigned long long)f
+						->msgs[f->wanted[start + count]]
+						.size <=
 				cfg->batch_bytes)) {
-			bytes += (unsigned long long)f->msgs[f->wanted[start +
-								      count]]
+			bytes += (unsigned long long)f
+					 ->msgs[f->wanted[start + count]]
 					 .size;
 			count++;
 		}
@@ -529,10 +610,10 @@ maybe_moved(struct folder_ctx *f, bool *moved_r, struct mrerr *err)
 
 	*moved_r = false;
 	while (!*moved_r && (i < f->n || j < f->nmap)) {
-		int cmp = i >= f->n	 ? 1
-			  : j >= f->nmap ? -1
-					 : strcmp(f->msgs[i].uniq,
-						  f->map[j].uniq);
+		int cmp = i >= f->n ? 1
+			  : j >= f->nmap
+				  ? -1
+				  : strcmp(f->msgs[i].uniq, f->map[j].uniq);
 
 		if (cmp > 0) {
 			*moved_r = true;

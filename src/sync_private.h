@@ -48,6 +48,10 @@ struct sync_worker {
 	size_t conn_user; /* user index of conn, or SIZE_MAX */
 	struct sync_counts counts;
 	bool moves_checked; /* live: sync_user_moves() ran for this unit */
+	/* live: take the replica's messages below the highest mapped UID
+	 * from the map, and fetch only the ones above it, as long as the
+	 * replica's message count agrees. A reconcile clears it. */
+	bool trust_map;
 };
 
 /* Make w->conn a live connection acting for user index ui. */

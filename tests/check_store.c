@@ -1199,6 +1199,14 @@ START_TEST(queue_oldest_first)
 END_TEST
 
 static bool
+skip_nobody(const char *user, void *ctx)
+{
+	(void)user;
+	(void)ctx;
+	return false;
+}
+
+static bool
 skip_alice(const char *user, void *ctx)
 {
 	(void)ctx;
@@ -1209,31 +1217,57 @@ skip_alice(const char *user, void *ctx)
 START_TEST(queue_next_except_skips_user)
 {
 	struct store *st = open_store();
-	char *user, *folder;
+	char *user, *folder, *hint;
 	long long id, queued;
 	bool found;
 
 	queue_add(st, "alice", "INBOX", NULL);
 	usleep(5000);
-	queue_add(st, "bob", ".Sent", NULL);
+	queue_add(st, "bob", ".Sent", "1.M1P1.x");
 	ck_assert_int_eq(store_queue_next_except(st, skip_alice, NULL, &user,
-	                                         &folder, &id, &queued,
-	                                         &found),
+	                                         &folder, &hint, &id,
+	                                         &queued, &found),
 	                 0);
 	ck_assert(found);
 	ck_assert_str_eq(user, "bob");
 	ck_assert_str_eq(folder, ".Sent");
 	ck_assert_int_gt(queued, 0);
+	ck_assert_str_eq(hint, "1.M1P1.x");
+	free(hint);
 	free(user);
 	free(folder);
 	ck_assert_int_eq(store_queue_done(st, id), 0);
 
 	ck_assert_int_eq(store_queue_next_except(st, skip_alice, NULL, &user,
-	                                         &folder, &id, &queued,
-	                                         &found),
+	                                         &folder, &hint, &id,
+	                                         &queued, &found),
 	                 0);
 	ck_assert(!found);
 	ck_assert_ptr_null(user);
+	store_close(&st);
+}
+END_TEST
+
+/* A change queued after a reconcile keeps the reconcile's hint, so the
+ * folder still gets the full comparison. */
+START_TEST(queue_keeps_reconcile_hint)
+{
+	struct store *st = open_store();
+	char *user, *folder, *hint;
+	long long id, queued;
+	bool found;
+
+	queue_add(st, "alice", "INBOX", "reconcile: timer");
+	queue_add(st, "alice", "INBOX", "1.M2P2.y");
+	ck_assert_int_eq(store_queue_next_except(st, skip_nobody, NULL,
+	                                         &user, &folder, &hint, &id,
+	                                         &queued, &found),
+	                 0);
+	ck_assert(found);
+	ck_assert_str_eq(hint, "reconcile: timer");
+	free(user);
+	free(folder);
+	free(hint);
 	store_close(&st);
 }
 END_TEST
@@ -1409,6 +1443,7 @@ store_suite(void)
 	tcase_add_test(tc, queue_oldest_first);
 	tcase_add_test(tc, queue_add_coalesces_folder);
 	tcase_add_test(tc, queue_next_except_skips_user);
+	tcase_add_test(tc, queue_keeps_reconcile_hint);
 	tcase_add_test(tc, queue_done_keeps_later_change);
 	tcase_add_test(tc, queue_done_unknown_id_is_noop);
 	tcase_add_test(tc, queue_stats_oldest_is_unix_ms);
