@@ -84,10 +84,12 @@ def deliver(root, users, cache, count, rate, first_id, out_path):
         if not os.path.isdir(os.path.join(d, "new")):
             fail("%s/new is not a directory; is %s a laid-out master tree?"
                  % (d, root))
+
     pid = os.getpid()
     step = 1.0 / rate if rate > 0 else 0.0
     start = time.monotonic() + 0.05
     lateness = []
+
     with open(out_path, "w") as out:
         for i in range(count):
             bench_id = first_id + i
@@ -97,6 +99,7 @@ def deliver(root, users, cache, count, rate, first_id, out_path):
                 wait = due - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
+
             with open(files[bench_id % len(files)], "rb") as f:
                 body = f.read()
             now = time.time()
@@ -106,6 +109,7 @@ def deliver(root, users, cache, count, rate, first_id, out_path):
             with open(tmp, "wb") as f:
                 f.write(b"%s: %d\n" % (BENCH_HEADER.encode(), bench_id))
                 f.write(body)
+
             wall = time.time()
             mono = time.monotonic()
             os.rename(tmp, os.path.join(dirs[ui], "new", name))
@@ -440,6 +444,7 @@ def cmd_report(args):
     with open(args.analysis) as f:
         ana = json.load(f)
     ms = lat["latency_ms"]
+
     print("| delivered | seen | p50 ms | p95 ms | p99 ms | max ms "
           "| agent CPU s | agent peak RSS MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
