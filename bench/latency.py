@@ -28,6 +28,7 @@ import re
 import ssl
 import subprocess
 import sys
+import textwrap
 import time
 
 BENCH_HEADER = "X-Bench-Id"
@@ -83,10 +84,12 @@ def deliver(root, users, cache, count, rate, first_id, out_path):
         if not os.path.isdir(os.path.join(d, "new")):
             fail("%s/new is not a directory; is %s a laid-out master tree?"
                  % (d, root))
+
     pid = os.getpid()
     step = 1.0 / rate if rate > 0 else 0.0
     start = time.monotonic() + 0.05
     lateness = []
+
     with open(out_path, "w") as out:
         for i in range(count):
             bench_id = first_id + i
@@ -96,6 +99,7 @@ def deliver(root, users, cache, count, rate, first_id, out_path):
                 wait = due - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
+
             with open(files[bench_id % len(files)], "rb") as f:
                 body = f.read()
             now = time.time()
@@ -105,6 +109,7 @@ def deliver(root, users, cache, count, rate, first_id, out_path):
             with open(tmp, "wb") as f:
                 f.write(b"%s: %d\n" % (BENCH_HEADER.encode(), bench_id))
                 f.write(body)
+
             wall = time.time()
             mono = time.monotonic()
             os.rename(tmp, os.path.join(dirs[ui], "new", name))
@@ -265,11 +270,20 @@ def cmd_latency(args):
            if r["visible"] is not None]
     first = min(r["rename"] for r in records)
     last = max(r["rename"] for r in records)
+    windows = []
+    step = max(1.0, args.duration / 6)
+    for k in range(int(-(-args.duration // step))):
+        part = [(r["visible"] - r["rename"]) * 1000 for r in records
+                if r["visible"] is not None and
+                k * step <= r["rename"] - first < (k + 1) * step]
+        windows.append({"from_s": k * step, "to_s": (k + 1) * step,
+                        "seen": len(part), "latency_ms": spread(part)})
     summary = {
         "rate": args.rate, "duration": args.duration, "users": len(args.users),
         "delivered": len(records), "seen": len(lat),
         "delivery_seconds": last - first,
         "latency_ms": spread(lat),
+        "windows": windows,
         "schedule_lateness_ms": spread(lateness),
         "poll_sleep_ms": args.interval,
         "poll_round_ms": watch_secs * 1000 / rounds,
@@ -412,6 +426,10 @@ def cmd_analyse(args):
 
 # The report
 
+def say(text):
+    print(textwrap.fill(text, width=74))
+
+
 def fmt(v, digits=0):
     if v is None:
         return "-"
@@ -426,6 +444,7 @@ def cmd_report(args):
     with open(args.analysis) as f:
         ana = json.load(f)
     ms = lat["latency_ms"]
+
     print("| delivered | seen | p50 ms | p95 ms | p99 ms | max ms "
           "| agent CPU s | agent peak RSS MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -434,7 +453,7 @@ def cmd_report(args):
         fmt(ms["p95"], 1), fmt(ms["p99"], 1), fmt(ms["max"], 1),
         lat["agent_cpu_s"], lat["agent_peak_rss_kb"] / 1024))
     print()
-    print("Latency: %s messages at %s per second over %.1f s, spread "
+    say("Latency: %s messages at %s per second over %.1f s, spread "
           "across %d users; the watcher slept %s ms between NOOP rounds "
           "over the %d connections, one round every %.1f ms on average "
           "(the resolution), using %.1f CPU s itself. Deliveries were at "
@@ -445,6 +464,15 @@ def cmd_report(args):
               lat["poll_round_ms"], lat["watcher_cpu_s"],
               lat["schedule_lateness_ms"]["max"],
               lat["schedule_lateness_ms"]["p99"]))
+    print()
+    print("| deliveries in second | seen | p50 ms | p95 ms | p99 ms "
+          "| max ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for w in lat["windows"]:
+        s = w["latency_ms"]
+        print("| %g–%g | %s | %s | %s | %s | %s |" % (
+            w["from_s"], w["to_s"], fmt(w["seen"]), fmt(s["p50"], 1),
+            fmt(s["p95"], 1), fmt(s["p99"], 1), fmt(s["max"], 1)))
     b = ana["breakdown"]
     print()
     print("| part of the latency (from the agent's log) | p50 ms | p95 ms "
@@ -460,7 +488,7 @@ def cmd_report(args):
             label, fmt(s["p50"], 1), fmt(s["p95"], 1), fmt(s["p99"], 1),
             fmt(s["max"], 1)))
     print()
-    print("The agent logged %s INBOX applies for %s messages (%.2f "
+    say("The agent logged %s INBOX applies for %s messages (%.2f "
           "messages per apply)." % (
               fmt(ana["inbox_applies"]), fmt(lat["delivered"]),
               ana["messages_per_apply"] or 0))

@@ -265,10 +265,15 @@ describe_machine() {
 	os=$(. /etc/os-release && echo "$PRETTY_NAME")
 	echo "- CPU: $(nproc) cores online, ${cpu:-unknown model}; RAM: $mem"
 	echo "- Kernel $kernel; master tree and replica on $(df -T -- "$work" | awk 'NR == 2 { print $2 }')"
-	echo "- Load average at the start: $start_load (1, 5 and 15 minutes)"
+	echo "- Load average at the start: $start_load, at the end: $end_load (1, 5 and 15 minutes)"
 	echo "- Dovecot $(dovecot --version | cut -d' ' -f1)," \
 		"libetpan $(dpkg-query -W -f='${Version}' libetpan20 2>/dev/null || echo unknown)"
 	echo "- mailrepl $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown) on $os"
+}
+
+# Print a whole number with commas between groups of three digits.
+with_commas() {
+	sed -E ':a; s/([0-9])([0-9]{3})($|[^0-9])/\1,\2\3/; ta' <<<"$1"
 }
 
 doc_section() {
@@ -277,13 +282,13 @@ doc_section() {
 	echo
 	fmt -w 74 <<EOF
 Written by \`bench/latency.sh\` on $(date -u +%Y-%m-%d); bench/README.md
-describes the method. The master tree has $layout_messages messages for
+describes the method. The master tree has $(with_commas "$layout_messages") messages for
 $user_count users; after \`mailrepl init\` the agent (\`mailrepld\`,
 master mode, one worker) replicates into a private Dovecot on 127.0.0.1
 over IMAP with STARTTLS. Latency is the time from the rename of a
 delivered message into new/ until an IMAP connection to the replica
 sees it (NOOP polling). Drain is the time from starting the agent until
-all $drain_count messages delivered while it was stopped are on the
+all $(with_commas "$drain_count") messages delivered while it was stopped are on the
 replica.
 EOF
 	cat <<EOF
@@ -293,7 +298,17 @@ Command: \`$command\` (the whole benchmark took $elapsed s)
 $(describe_machine)
 
 $table
+
+Notes:
+
 EOF
+	note_item "The watcher polls, so a message is seen up to one NOOP round late; the round time above bounds the resolution. The polling, the deliveries, the agent and Dovecot share the same cores, so the watcher's CPU time (above) and that of the Dovecot processes answering its NOOPs are taken from the agent and the replica."
+	note_item "The split of the latency pairs each message with the first INBOX apply of its user that started after its rename, or with the apply still running then when the message was visible before the next one started. The log's times have millisecond resolution."
+}
+
+# Print TEXT as a Markdown list item wrapped at 74 columns.
+note_item() {
+	fmt -w 72 <<<"$1" | sed '1s/^/- /; 2,$s/^/  /'
 }
 
 update_doc() {
@@ -372,6 +387,7 @@ main() {
 		--drain "$work/drain.json" --analysis "$work/analysis.json" \
 		--drain-count "$drain_count")
 	elapsed=$((SECONDS - started))
+	end_load=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "$table"
 	echo
 	echo "The whole benchmark took $elapsed s."

@@ -7,6 +7,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -1354,6 +1355,61 @@ START_TEST(queue_stats_oldest_is_unix_ms)
 }
 END_TEST
 
+/* SQLite's unix VFS takes a SHARED lock as a read lock on these bytes of
+ * the database file, and an open connection in WAL mode keeps it. */
+#define SQLITE_SHARED_FIRST (0x40000000 + 2)
+#define SQLITE_SHARED_SIZE 510
+
+/* Exit status 0 when another process holds a lock on the shared range
+ * of the database file. It asks fcntl() and not SQLite, because a forked
+ * child inherits SQLite's in-memory table of the parent's locks. */
+static int
+child_sees_shared_lock(void)
+{
+	char *path = xasprintf("%s/state.db", state_dir);
+	struct flock lk = {.l_type = F_WRLCK,
+	                   .l_whence = SEEK_SET,
+	                   .l_start = SQLITE_SHARED_FIRST,
+	                   .l_len = SQLITE_SHARED_SIZE};
+	int fd = open(path, O_RDWR);
+
+	free(path);
+	if (fd < 0 || fcntl(fd, F_GETLK, &lk) < 0)
+		return 2;
+	return lk.l_type == F_UNLCK ? 1 : 0;
+}
+
+static int
+in_child(int (*fn)(void))
+{
+	pid_t pid = fork();
+	int status;
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(fn());
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* The agent opens the store once per thread. Without its lock, another
+ * process that closes the database takes itself for the last user and
+ * deletes the WAL that the agent's connections still write to. */
+START_TEST(second_open_keeps_first_lock)
+{
+	struct store *first = open_store();
+	struct store *second;
+
+	ck_assert_int_eq(store_queue_add(first, "alice", "INBOX", "new"), 0);
+	ck_assert_int_eq(in_child(child_sees_shared_lock), 0);
+	second = open_store();
+	ck_assert_int_eq(in_child(child_sees_shared_lock), 0);
+	store_close(&second);
+	store_close(&first);
+}
+END_TEST
+
 START_TEST(queue_survives_reopen)
 {
 	struct store *st = open_store();
@@ -1448,6 +1504,7 @@ store_suite(void)
 	tcase_add_test(tc, queue_done_unknown_id_is_noop);
 	tcase_add_test(tc, queue_stats_oldest_is_unix_ms);
 	tcase_add_test(tc, queue_survives_reopen);
+	tcase_add_test(tc, second_open_keeps_first_lock);
 	tcase_add_test(tc, migrate_v1_adds_queue);
 	suite_add_tcase(s, tc);
 
