@@ -29,8 +29,8 @@ struct queued {
 
 struct alert {
 	char *url;
-	char *url_shown;   /* without user and password */
-	char *secrets[2];  /* the URL's password as written and decoded */
+	char *url_shown;      /* without user and password */
+	char *secrets[2];     /* the URL's password as written and decoded */
 	const char *protocol; /* for CURLOPT_PROTOCOLS_STR */
 	bool mail;
 	long use_ssl; /* CURLOPT_USE_SSL for smtp:// */
@@ -89,8 +89,9 @@ alert_decide(struct alert_memory *memory, const struct alert_input *in,
 	     long long now, enum alert_event events_r[ALERT_MAX_EVENTS])
 {
 	size_t n = 0;
-	bool init_failed = in->init_found && (in->init_result == RUN_FAILED ||
-					      in->init_result == RUN_INTERRUPTED);
+	bool init_failed =
+		in->init_found && (in->init_result == RUN_FAILED ||
+				   in->init_result == RUN_INTERRUPTED);
 	bool init_ok = in->init_found && (in->init_result == RUN_OK ||
 					  in->init_result == RUN_REJECTED);
 
@@ -122,8 +123,8 @@ alert_url_redacted(const char *url)
 	CURLU *parsed = curl_url();
 	char *shown = NULL, *copy;
 
-	if (curl_url_set(parsed, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) !=
-		    CURLUE_OK ||
+	if (curl_url_set(parsed, CURLUPART_URL, url,
+			 CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
 	    curl_url_set(parsed, CURLUPART_USER, NULL, 0) != CURLUE_OK ||
 	    curl_url_set(parsed, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK ||
 	    curl_url_set(parsed, CURLUPART_OPTIONS, NULL, 0) != CURLUE_OK ||
@@ -340,7 +341,8 @@ summary(const struct alert *alert, const struct facts *f)
 	case ALERT_INIT_FAILED:
 		return xasprintf("mailrepl on %s: the initial replication "
 				 "failed%s%s; run mailrepl init",
-				 alert->host, f->last_error[0] != '\0' ? ": " : "",
+				 alert->host,
+				 f->last_error[0] != '\0' ? ": " : "",
 				 f->last_error);
 	case ALERT_INIT_OK:
 		break;
@@ -557,12 +559,15 @@ deliver_once(struct alert *alert, const char *payload, char **error_r)
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_cleanup(curl);
 	curl_slist_free_all(headers);
+	if (rc == CURLE_ABORTED_BY_CALLBACK) {
+		*error_r = xstrdup("cancelled because the agent is stopping");
+		return -1;
+	}
 	if (rc != CURLE_OK) {
-		char *text = xasprintf("%s%s%s", curl_easy_strerror(rc),
-				       errbuf[0] != '\0' ? ": " : "", errbuf);
-
-		*error_r = scrub(alert, text);
-		free(text);
+		/* The error buffer has the details when libcurl filled it. */
+		*error_r = scrub(alert, errbuf[0] != '\0'
+						? errbuf
+						: curl_easy_strerror(rc));
 		return -1;
 	}
 	if (!alert->mail && (status < 200 || status > 299)) {
@@ -575,8 +580,8 @@ deliver_once(struct alert *alert, const char *payload, char **error_r)
 /* The delivery thread */
 
 static void
-log_delivery(enum log_level level, const char *event,
-	     const struct alert *alert, const struct queued *item)
+log_delivery(enum log_level level, const char *event, const struct alert *alert,
+	     const struct queued *item)
 {
 	struct logline *line = log_begin(level, event);
 
@@ -702,8 +707,8 @@ set_options(struct alert *alert, const struct alert_options *opt)
 	alert->url = xstrdup(opt->url);
 	alert->mode = xstrdup(opt->mode != NULL ? opt->mode : "master");
 	alert->after = opt->after;
-	alert->timeout_s = opt->timeout_s != 0 ? opt->timeout_s
-					       : DEFAULT_TIMEOUT_S;
+	alert->timeout_s =
+		opt->timeout_s != 0 ? opt->timeout_s : DEFAULT_TIMEOUT_S;
 	alert->attempts = opt->attempts != 0 ? opt->attempts : DEFAULT_ATTEMPTS;
 	alert->retry_pause_ms = opt->retry_pause_ms != 0
 					? opt->retry_pause_ms
@@ -787,8 +792,8 @@ alert_send(struct alert *alert, enum alert_event event,
 	if ((event == ALERT_INIT_FAILED || event == ALERT_INIT_OK) &&
 	    init_error != NULL && init_error[0] != '\0')
 		f.last_error = init_error;
-	item.payload = alert->mail ? mail_message(alert, &f)
-				   : json_body(alert, &f);
+	item.payload =
+		alert->mail ? mail_message(alert, &f) : json_body(alert, &f);
 
 	pthread_mutex_lock(&alert->lock);
 	if (alert->count == ALERT_QUEUE_MAX) {
@@ -823,5 +828,6 @@ alert_update(struct alert *alert, const struct agent_record *rec,
 		return;
 	n = alert_decide(&alert->memory, &in, rec->updated, events);
 	for (size_t i = 0; i < n; i++)
-		alert_send(alert, events[i], rec, init != NULL ? init->error : NULL);
+		alert_send(alert, events[i], rec,
+			   init != NULL ? init->error : NULL);
 }

@@ -25,23 +25,23 @@ enum alert_event {
  * member of the webhook's JSON. */
 const char *alert_event_name(enum alert_event event);
 
-/* What the decision reads. Times are Unix seconds. */
+/* Input of alert_decide(). Times are Unix seconds. */
 struct alert_input {
 	enum sync_state state; /* the judged sync state */
 	long long since;       /* when state began, 0 when not known */
 	bool init_found;       /* an initial replication was recorded */
 	enum store_run_result init_result; /* of the last one */
-	unsigned after;        /* [alert] after */
+	unsigned after;                    /* [alert] after */
 };
 
-/* What the decision remembers from one call to the next. Start from
+/* State that alert_decide() keeps from one call to the next. Start from
  * all zero; the agent keeps one for its lifetime, so a restarted agent
  * alerts again about a condition that still holds. */
 struct alert_memory {
 	bool out_of_sync_sent;
 	bool init_failed_sent;
 	enum sync_state seen_state; /* state at the last call */
-	long long seen_since;       /* when the last call first saw it */
+	long long seen_since;       /* when a call first saw seen_state */
 };
 
 #define ALERT_MAX_EVENTS 2
@@ -66,11 +66,11 @@ struct alert_options {
 	/* https://, smtp:// or smtps://, or http:// to a literal loopback
 	 * address (127.0.0.0/8 or [::1]); may carry user:password. */
 	const char *url;
-	const char *mail_to;   /* comma-separated; required for mail */
-	const char *mode;      /* the server mode, for the message */
-	unsigned after;        /* [alert] after, in seconds */
-	unsigned timeout_s;    /* per attempt; 0 for the default 30 */
-	unsigned attempts;     /* per alert; 0 for the default 4 */
+	const char *mail_to;     /* comma-separated; required for mail */
+	const char *mode;        /* the server mode, for the message */
+	unsigned after;          /* [alert] after, in seconds */
+	unsigned timeout_s;      /* per attempt; 0 for the default 30 */
+	unsigned attempts;       /* per alert; 0 for the default 4 */
 	unsigned retry_pause_ms; /* between attempts; 0 for 30,000 */
 };
 

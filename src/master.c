@@ -404,7 +404,7 @@ wait_status_change(struct master *m, bool pending)
 	return !stop;
 }
 
-/* Create the metrics writer and the alerter that cfg asks for. When the
+/* Create the metrics writer and the alerter that cfg configures. When the
  * alerter cannot start, the error is logged and replication goes on
  * without alerts. */
 static void

@@ -154,7 +154,8 @@ put_init(FILE *out, const struct store_run *run)
 		  "When the last initial replication started, in Unix "
 		  "seconds; 0 when none was recorded.",
 		  (long long)run->started);
-	put_gauge(out, "mailrepl_initial_replication_finished_timestamp_seconds",
+	put_gauge(out,
+		  "mailrepl_initial_replication_finished_timestamp_seconds",
 		  "When the last initial replication finished, in Unix "
 		  "seconds; 0 while it runs or when none was recorded.",
 		  run->result == RUN_RUNNING ? 0 : (long long)run->finished);
@@ -162,7 +163,9 @@ put_init(FILE *out, const struct store_run *run)
 		  "Messages the last initial replication found on the master.",
 		  (long long)run->messages);
 	put_gauge(out, "mailrepl_initial_replication_bytes",
-		  "Bytes of those messages.", (long long)run->bytes);
+		  "Size in bytes of the messages the last initial "
+		  "replication found on the master.",
+		  (long long)run->bytes);
 	put_gauge(out, "mailrepl_initial_replication_rejected_messages",
 		  "Messages the replica rejected in the last initial "
 		  "replication.",
@@ -192,9 +195,9 @@ metrics_format(const struct metrics_input *in)
 
 /* Write text to a new temporary file next to path and rename it over
  * path. The temporary name does not end in ".prom", so the textfile
- * collector never reads it. There is no fsync: the file is rewritten
- * within a second or so, and a crash at worst leaves an old or empty
- * file until the agent runs again. */
+ * collector never reads it. There is no fsync, because the agent
+ * rewrites the file at its next status change, so a system crash at
+ * worst leaves an old or empty file until the agent writes again. */
 static int
 replace_file(const char *path, const char *text, char **error_r)
 {
@@ -215,9 +218,9 @@ replace_file(const char *path, const char *text, char **error_r)
 	 * user. */
 	errno = 0;
 	if (fchmod(fd, 0644) < 0 || write(fd, text, len) != (ssize_t)len) {
-		*error_r = xasprintf("cannot write %s: %s", temp,
-				     errno != 0 ? strerror(errno)
-						: "short write");
+		*error_r =
+			xasprintf("cannot write %s: %s", temp,
+				  errno != 0 ? strerror(errno) : "short write");
 		goto out;
 	}
 	ret = close(fd);

@@ -14,10 +14,10 @@
 /* What one write exports. The pointers are borrowed for the call. */
 struct metrics_input {
 	const struct agent_record *rec; /* required */
-	const struct store_run *init; /* the last initial replication, or
-				       * NULL when none was recorded */
-	unsigned long long errors; /* changes dropped after an error since
-				    * the agent started */
+	const struct store_run *init;   /* the last initial replication, or
+					 * NULL when none was recorded */
+	unsigned long long errors;      /* changes dropped after an error since
+					 * the agent started */
 };
 
 struct metrics;
