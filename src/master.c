@@ -2,8 +2,10 @@
 #include <config.h>
 #include "master.h"
 
+#include "alert.h"
 #include "ctl_client.h"
 #include "log.h"
+#include "metrics.h"
 #include "repl.h"
 #include "status.h"
 #include "store.h"
@@ -197,6 +199,9 @@ run_init(struct master *m, const char *reason)
 	pthread_mutex_lock(&m->lock);
 	m->child = 0;
 	pthread_mutex_unlock(&m->lock);
+	/* The run's result changes the sync state and may call for an
+	 * alert. */
+	status_changed(m);
 
 	log_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? LOG_LVL_INFO
 							      : LOG_LVL_WARN,
@@ -399,14 +404,65 @@ wait_status_change(struct master *m, bool pending)
 	return !stop;
 }
 
-/* Keep <state_dir>/agent-status.json current, writing at most four
- * times a second during a burst. */
+/* Create the metrics writer and the alerter that cfg configures. When the
+ * alerter cannot start, the error is logged and replication goes on
+ * without alerts. */
+static void
+start_reporting(const struct config *cfg, struct metrics **metrics_r,
+		struct alert **alert_r)
+{
+	struct alert_options opt = {
+		.url = cfg->alert_url,
+		.mail_to = cfg->alert_mail_to,
+		.mode = cfg_mode_name(cfg->mode),
+		.after = cfg->alert_after,
+	};
+	char *error = NULL;
+
+	*metrics_r = NULL;
+	*alert_r = NULL;
+	if (cfg->metrics_file != NULL)
+		*metrics_r = metrics_new(cfg->metrics_file);
+	if (cfg->alert_url != NULL && alert_start(&opt, alert_r, &error) < 0) {
+		log_msg(LOG_LVL_ERROR, "error", "%s; no alerts are sent",
+			error);
+		free(error);
+	}
+}
+
+/* Hand the judged record to the metrics file and the alerter. */
+static void
+report(struct master *m, struct store *store, const struct agent_record *rec,
+       struct metrics *metrics, struct alert *alert)
+{
+	struct metrics_input in = {.rec = rec};
+	struct repl_stats st;
+	struct store_run run;
+	bool found = false;
+
+	if (metrics == NULL && alert == NULL)
+		return;
+	if (store_run_last(store, "init", &run, &found) == 0 && found)
+		in.init = &run;
+	repl_get_stats(m->repl, &st);
+	in.errors = st.errors;
+	metrics_write(metrics, &in);
+	alert_update(alert, rec, in.init);
+	if (found)
+		store_run_clear(&run);
+}
+
+/* Keep <state_dir>/agent-status.json and the metrics file current,
+ * writing at most four times a second during a burst, and send the
+ * alerts that the state calls for. */
 static void *
 status_main(void *arg)
 {
 	struct master *m = arg;
 	struct agent_record rec, last = {0};
 	struct store *store = NULL;
+	struct metrics *metrics = NULL;
+	struct alert *alert = NULL;
 	char *error = NULL;
 
 	if (store_open(m->cfg->state_dir, &store, &error) < 0) {
@@ -414,6 +470,7 @@ status_main(void *arg)
 		free(error);
 		return NULL;
 	}
+	start_reporting(m->cfg, &metrics, &alert);
 	last.judgement.state = SYNC_STATE_UNKNOWN;
 	do {
 		collect(m, store, &rec);
@@ -428,6 +485,7 @@ status_main(void *arg)
 			log_msg(LOG_LVL_WARN, "error", "%s", error);
 			xfree(&error);
 		}
+		report(m, store, &rec, metrics, alert);
 		/* The replication threads leave the WAL to this one, so that
 		 * none of their commits waits for a checkpoint's fsync. */
 		if (store_checkpoint(store) < 0)
@@ -436,6 +494,8 @@ status_main(void *arg)
 		last = rec;
 		usleep(250000);
 	} while (wait_status_change(m, rec.pending > 0));
+	alert_stop(&alert);
+	metrics_free(&metrics);
 	store_close(&store);
 	return NULL;
 }
