@@ -140,7 +140,8 @@ static const char *const layout_names[] = {
 	[CFG_LAYOUT_MAILDIRPP] = "maildir++",
 	[CFG_LAYOUT_FS] = "fs",
 };
-static const char *const url_schemes[] = {"smtp://", "smtps://", "https://"};
+static const char *const url_schemes[] = {"smtp://", "smtps://", "https://",
+					  "http://"};
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -915,6 +916,14 @@ parse_url(struct loader *ld, const struct key_spec *spec, const char *value)
 		return value_fail(ld, spec, value,
 				  "invalid; expected a URL with a host and "
 				  "no spaces");
+	/* Plain HTTP carries the alert unencrypted, so it is accepted only
+	 * for a listener on this host (a local relay, or a test). */
+	if (strncasecmp(value, "http://", 7) == 0 &&
+	    !(len >= 4 && strncmp(host, "127.", 4) == 0) &&
+	    !(len >= 5 && strncmp(host, "[::1]", 5) == 0))
+		return value_fail(ld, spec, value,
+				  "unsupported; http:// is accepted only for "
+				  "127.0.0.0/8 and [::1]; use https://");
 	set_string(ld, spec, value);
 	return 0;
 }
@@ -1079,7 +1088,7 @@ validate_pairs(struct loader *ld)
 			    "%s: [replica] tls_cert_file and tls_key_file "
 			    "must be set together",
 			    ld->path);
-	if (url != NULL && strncasecmp(url, "https://", 8) != 0 &&
+	if (url != NULL && strncasecmp(url, "smtp", 4) == 0 &&
 	    cfg->alert_mail_to == NULL)
 		return fail(ld,
 			    "%s: [alert] url sends mail, so [alert] mail_to "

@@ -467,6 +467,10 @@ static const struct bad_case bad_cases[] = {
 	 NULL},
 	{"[alert]\nurl = https://user@/hook\n", "with a host", NULL},
 	{"[alert]\nurl = https://example.org/a b\n", "no spaces", NULL},
+	{"[alert]\nurl = http://hooks.example.org/x\n",
+	 "[alert] url = \"http://hooks.example.org/x\": unsupported; http:// "
+	 "is accepted only for 127.0.0.0/8 and [::1]; use https://",
+	 NULL},
 	{"[alert]\nurl = smtp://mail.example.org\n",
 	 "[alert] url sends mail, so [alert] mail_to must name the "
 	 "recipients",
@@ -749,6 +753,19 @@ START_TEST(inline_password_mode)
 }
 END_TEST
 
+/* A webhook receiver on this host may take plain HTTP. */
+START_TEST(alert_url_http_loopback)
+{
+	struct config *cfg = load_ok("[alert]\nurl = http://127.0.0.1:8080/a\n");
+
+	ck_assert_str_eq(cfg->alert_url, "http://127.0.0.1:8080/a");
+	config_free(&cfg);
+	cfg = load_ok("[alert]\nurl = http://[::1]/a\n");
+	ck_assert_str_eq(cfg->alert_url, "http://[::1]/a");
+	config_free(&cfg);
+}
+END_TEST
+
 START_TEST(alert_url_password_mode)
 {
 	const char *text =
@@ -1016,6 +1033,7 @@ main(void)
 	tcase_add_test(tc, missing_config_file);
 	tcase_add_test(tc, inline_password_mode);
 	tcase_add_test(tc, alert_url_password_mode);
+	tcase_add_test(tc, alert_url_http_loopback);
 	tcase_add_test(tc, bad_url_hides_password);
 	tcase_add_test(tc, password_file_mode);
 	tcase_add_loop_test(tc, password_file_first_line, 0, N_ELEMS(pw_cases));
