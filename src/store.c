@@ -444,12 +444,20 @@ store_make_dir(const char *dir, char **error_r)
 
 /* Create an empty database file with mode 0600 if there is none, because
  * SQLite would create it with 0644 minus the umask. SQLite gives the -wal
- * and -shm files the mode of the database file. */
+ * and -shm files the mode of the database file.
+ *
+ * An existing file must not be opened here: closing any descriptor of
+ * the file drops every POSIX lock this process holds on it, including
+ * those of the other connections of the agent's threads. Another process
+ * closing its connection then takes itself for the last one and deletes
+ * the WAL that those threads still write to. */
 static int
 store_make_file(const char *path, char **error_r)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 
+	if (fd < 0 && errno == EEXIST)
+		return 0;
 	if (fd < 0) {
 		*error_r = xasprintf("cannot create state database %s: %s",
 		                     path, strerror(errno));
