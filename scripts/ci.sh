@@ -51,19 +51,22 @@ if [ "$check_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	failed=$((failed + 1))
 fi
 
-# End-to-end tests on the corpus; each prints "PASS: name" or
-# "FAIL: name".
-e2e_out=$(mktemp)
-bash tests/e2e/run.sh 2>&1 | tee "$e2e_out"
-e2e_pass=$(grep -c '^PASS: ' "$e2e_out")
-e2e_fail=$(grep -c '^FAIL: ' "$e2e_out")
-if [ "$e2e_pass" -eq 0 ] && [ "$e2e_fail" -eq 0 ]; then
-	echo "FAIL: e2e ran no test"
-	e2e_fail=1
-fi
-passed=$((passed + e2e_pass))
-failed=$((failed + e2e_fail))
-rm -f "$e2e_out"
+# End-to-end tests on the corpus: "mailrepl init" (run.sh), then the
+# agent's running replication (live.sh). Each test prints "PASS: name"
+# or "FAIL: name".
+for script in run.sh live.sh; do
+	e2e_out=$(mktemp)
+	bash "tests/e2e/$script" 2>&1 | tee "$e2e_out"
+	e2e_pass=$(grep -c '^PASS: ' "$e2e_out")
+	e2e_fail=$(grep -c '^FAIL: ' "$e2e_out")
+	if [ "$e2e_pass" -eq 0 ] && [ "$e2e_fail" -eq 0 ]; then
+		echo "FAIL: e2e $script ran no test"
+		e2e_fail=1
+	fi
+	passed=$((passed + e2e_pass))
+	failed=$((failed + e2e_fail))
+	rm -f "$e2e_out"
+done
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -7,7 +7,8 @@
 #   dovecot-test.sh check DIR   log in and exercise the running instance
 #   dovecot-test.sh stop DIR    stop the instance and wait until it has exited
 #
-# The server listens only on 127.0.0.1, on two free ports picked at start:
+# The server listens only on 127.0.0.1, on two free ports picked at the first
+# start and reused by later starts of the same DIR:
 # IMAP with STARTTLS, and IMAP over TLS. Users log in with plain passwords.
 # "repladmin" is a master user: "alice*repladmin" with repladmin's password
 # logs in to alice's mailbox. Run as root; mail belongs to the system user vmail.
@@ -95,6 +96,7 @@ set_paths() {
 	LOG=$DIR/dovecot.log
 	MAIL=$DIR/mail
 	ENV_FILE=$DIR/env
+	PORTS_FILE=$DIR/ports
 	PID_FILE=$BASE_DIR/master.pid
 }
 
@@ -404,11 +406,18 @@ cmd_start() {
 	rm -f "$ENV_FILE"
 	: >>"$LOG"
 
-	# Another process can take a port between free_ports and Dovecot's bind,
-	# so a failed start is retried with new ports.
+	# A restart reuses the ports of the previous start, saved in
+	# DIR/ports, so that clients configured with them reconnect. Another
+	# process can take a port between free_ports and Dovecot's bind, or
+	# hold a saved one by now, so a failed start is retried with new ports.
 	local attempt ports imap_port imaps_port
 	for attempt in 1 2 3; do
-		ports=$(free_ports 2)
+		ports=
+		if ((attempt == 1)) && [[ -r $PORTS_FILE ]]; then
+			ports=$(<"$PORTS_FILE")
+			[[ $ports =~ ^[0-9]+\ [0-9]+$ ]] || ports=
+		fi
+		[[ -n $ports ]] || ports=$(free_ports 2)
 		read -r imap_port imaps_port <<<"$ports"
 		write_config "$imap_port" "$imaps_port"
 		doveconf -c "$CONF" -n >/dev/null || die "invalid configuration $CONF (see doveconf output above)"
@@ -429,6 +438,7 @@ cmd_start() {
 		fi
 		die "no IMAP greeting on 127.0.0.1:$imap_port within ${START_TIMEOUT}s; log above is from $LOG"
 	fi
+	echo "$imap_port $imaps_port" >"$PORTS_FILE"
 	write_env "$imap_port" "$imaps_port" "$users"
 	cat "$ENV_FILE"
 }

@@ -551,6 +551,10 @@ on_user_event(struct watch *w, const struct watch_dir *d,
 			forget_folder(w, w->move.path);
 		move_clear(&w->move);
 		report(w, d->user, "", "folders");
+		/* The user's folder list only creates the new name on the
+		 * replica; the messages need a pass over the folder. */
+		if (is_folder_dirname(ev->name))
+			report(w, d->user, ev->name + 1, "rescan");
 	} else if (isdir && is_folder_dirname(ev->name)) {
 		on_folder_dir_event(w, d, ev);
 	} else if (isdir) {

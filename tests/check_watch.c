@@ -382,6 +382,7 @@ START_TEST(folder_rename_keeps_watches)
 	move_file(from, to);
 	ck_assert_int_eq(drain(), 0);
 	assert_change("alice", "", "folders");
+	assert_change("alice", "B", "rescan");
 
 	recorder_clear(&rec);
 	deliver(b, "9.q");
