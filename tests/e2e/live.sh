@@ -29,8 +29,11 @@ conf=$work/mailrepl.conf
 log=$work/mailrepl.log
 root=$work/master
 users=(user01 user02 user03)
-# user04 is added while the agent runs; Dovecot must know it already.
-replica_users="${users[*]} user04"
+# user04 is added while the agent runs, and user05 has a size limit on
+# the replica; Dovecot must know both already.
+replica_users="${users[*]} user04 user05"
+# The replica rejects user05's messages above 20 KB with NO [LIMIT].
+export DOVECOT_TEST_SIZE_LIMIT=user05:20k
 agent_pid=
 load_pid=
 saved_queue_limit=
@@ -355,6 +358,51 @@ test_user_added() {
 	expect_converged user_added
 }
 
+# Write a message of about $2 KB with the header X-Mailrepl-Live: $3 into
+# the folder directory $1, through tmp/ as a delivery agent does.
+deliver_size() {
+	{
+		printf 'X-Mailrepl-Live: %s\nSubject: %s KB\n\n' "$3" "$2"
+		head -c $(($2 * 1024)) /dev/zero | tr '\0' 'x' | fold -w 76
+	} >"$1/tmp/$3"
+	mv "$1/tmp/$3" "$1/new/$3"
+}
+
+# A message the replica rejects is reported once and skipped; later
+# changes of its folder still go through and do not send it again.
+test_rejected() {
+	local dir=$root/user05/Maildir big small after n
+	make_folder "$dir"
+	rm "$dir/maildirfolder"
+	small=$(marker small)
+	deliver_size "$dir" 2 "$small"
+	big=$(marker big)
+	deliver_size "$dir" 40 "$big"
+	for _ in $(seq $((timeout * 5))); do
+		grep -q "event=reject .*file=$big" "$log" && break
+		sleep 0.2
+	done
+	after=$(marker after)
+	deliver_size "$dir" 2 "$after"
+	for _ in $(seq $((timeout * 5))); do
+		[ "$(copies user05 "$after")" = "1 INBOX:1" ] && break
+		sleep 0.2
+	done
+	n=$(grep -c "level=warn event=reject .*file=$big" "$log")
+	if [ "$(copies user05 "$small")" != "1 INBOX:1" ] ||
+		[ "$(copies user05 "$after")" != "1 INBOX:1" ]; then
+		fail rejected_skipped "the small messages did not arrive: $(copies user05 "$small"), $(copies user05 "$after")"
+	elif [ "$n" != 1 ]; then
+		fail rejected_skipped "expected one reject line for $big, found $n"
+	else
+		pass rejected_skipped
+	fi
+	# The rest of the tests compare everything, so the rejected message
+	# leaves the master again.
+	rm "$dir/new/$big"
+	expect_converged rejected_cleared
+}
+
 test_burst() {
 	local start end
 	start=$(date +%s.%N)
@@ -496,6 +544,7 @@ if test_agent_start; then
 	test_folders
 	test_subscriptions
 	test_user_added
+	test_rejected
 	test_burst
 	test_replica_down
 	test_kill_loop
