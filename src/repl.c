@@ -799,7 +799,9 @@ apply_change(struct worker_ctx *wc, const char *user, const char *folder,
 		note_error(r, user, folder, &err, true);
 	store_queue_done(wc->w.store, id);
 	note_applied(r, user, folder, err.scope == MRERR_NONE);
-	log_applied(user, folder, monotonic_ms() - started);
+	/* A dropped change has its event=error line instead. */
+	if (err.scope == MRERR_NONE)
+		log_applied(user, folder, monotonic_ms() - started);
 	return true;
 }
 
