@@ -237,7 +237,7 @@ text_add(char **text, size_t *len, size_t *cap, const char *s, size_t n)
 }
 
 /* Copy value with the password in each "scheme://user:password@host"
- * replaced by "***". Returns NULL when value holds no such password.
+ * replaced by "***". Returns NULL when value contains no such password.
  * This guards against a caller that logs a URL or a library error that
  * quotes one. */
 static char *

@@ -10,10 +10,10 @@
  * "***". The sink is process-wide and each line is written with one
  * write(2), so threads may log at once.
  *
- * A warn or error line equal to one written within the repeat window
- * (everything but ts and ms equal) is counted instead of written, and
- * reported by an "event=repeated count=N of=..." line when the window
- * ends; see log_repeat.c. */
+ * A warn or error line that equals one written within the repeat window
+ * in everything but ts and ms is counted instead of written. An
+ * "event=repeated count=N of=..." line reports the count when the window
+ * ends (see log_repeat.c). */
 #ifndef MAILREPL_LOG_H
 #define MAILREPL_LOG_H
 

@@ -101,8 +101,7 @@ field_value(const char *p, const char *end, const char *key)
 }
 
 static bool
-line_matches(const struct log_cmd_options *opt, const char *line,
-	     size_t len)
+line_matches(const struct log_cmd_options *opt, const char *line, size_t len)
 {
 	const char *end = line + len;
 	bool ok = true;
@@ -151,7 +150,8 @@ log_cmd_parse(int argc, char **argv, struct log_cmd_options *opt_r)
 			opt_r->lines = strtol(optarg, &end, 10);
 			if (opt_r->lines < 0 || end == optarg || *end != '\0' ||
 			    errno != 0) {
-				fprintf(stderr, "mailrepl log: invalid -n %s; "
+				fprintf(stderr,
+					"mailrepl log: invalid -n %s; "
 					"give a number of lines, 0 or more\n",
 					optarg);
 				return LOG_CMD_USAGE;
@@ -162,7 +162,8 @@ log_cmd_parse(int argc, char **argv, struct log_cmd_options *opt_r)
 			break;
 		case 'l':
 			if (log_level_parse(optarg, &opt_r->level) < 0) {
-				fprintf(stderr, "mailrepl log: invalid --level "
+				fprintf(stderr,
+					"mailrepl log: invalid --level "
 					"%s; use debug, info, warn or error\n",
 					optarg);
 				return LOG_CMD_USAGE;
@@ -213,8 +214,8 @@ read_at(int fd, char *buf, size_t len, off_t offset)
 }
 
 static void
-tail_add(struct tail *t, const struct log_cmd_options *opt,
-	 const char *line, size_t len, bool last_in_file)
+tail_add(struct tail *t, const struct log_cmd_options *opt, const char *line,
+	 size_t len, bool last_in_file)
 {
 	bool finished = line[len - 1] == '\n';
 
@@ -298,7 +299,7 @@ struct follower {
 	const struct log_cmd_options *opt;
 	const char *path;
 	int fd;
-	off_t offset; /* bytes of fd read so far */
+	off_t offset;  /* bytes of fd read so far */
 	char *partial; /* a line without its '\n' yet */
 	size_t partial_len, partial_cap;
 	int quiet; /* polls with no new data */
@@ -311,10 +312,11 @@ feed(struct follower *fw, const char *buf, size_t len)
 
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t n = nl != NULL ? (size_t)(nl + 1 - p) : (size_t)(end - p);
+		size_t n =
+			nl != NULL ? (size_t)(nl + 1 - p) : (size_t)(end - p);
 
 		fw->partial = xgrow(fw->partial, &fw->partial_cap,
-				   fw->partial_len + n + 1, 1);
+				    fw->partial_len + n + 1, 1);
 		memcpy(fw->partial + fw->partial_len, p, n);
 		fw->partial_len += n;
 		p += n;
@@ -402,21 +404,26 @@ open_log(const char *path, const char *config_path)
 	struct stat st;
 
 	if (fd < 0 && errno == ENOENT) {
-		fprintf(stderr, "mailrepl log: log file %s does not exist; "
+		fprintf(stderr,
+			"mailrepl log: log file %s does not exist; "
 			"mailrepld and mailrepl init create it when they "
 			"start, or [general] log_file in %s names another "
-			"file\n", path, config_path);
+			"file\n",
+			path, config_path);
 	} else if (fd < 0 && errno == EACCES) {
-		fprintf(stderr, "mailrepl log: cannot read log file %s: "
+		fprintf(stderr,
+			"mailrepl log: cannot read log file %s: "
 			"permission denied; run mailrepl log as root or as "
-			"a member of the file's group\n", path);
+			"a member of the file's group\n",
+			path);
 	} else if (fd < 0) {
 		fprintf(stderr, "mailrepl log: cannot open log file %s: %s\n",
 			path, strerror(errno));
 	} else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		fprintf(stderr, "mailrepl log: %s is not a regular file; set "
-			"[general] log_file in %s to the log file\n", path,
-			config_path);
+		fprintf(stderr,
+			"mailrepl log: %s is not a regular file; set "
+			"[general] log_file in %s to the log file\n",
+			path, config_path);
 		close(fd);
 		fd = -1;
 	}

@@ -8,8 +8,8 @@
 #include <stdbool.h>
 
 struct log_cmd_options {
-	long lines;	  /* -n: matching lines to print first (default 20) */
-	bool follow;	  /* -f */
+	long lines;       /* -n: matching lines to print first (default 20) */
+	bool follow;      /* -f */
 	const char *user; /* --user, or NULL; points into argv */
 	bool level_set;
 	enum log_level level; /* --level: the lowest level printed */

@@ -353,7 +353,7 @@ log_repeat_flush(bool forget)
 		}
 	}
 	if (forget) {
-		/* The timer thread exits once it sees the empty table. */
+		/* The timer thread exits when it finds the table empty. */
 		rep.stopping = true;
 		pthread_cond_broadcast(&rep.cond);
 		while (rep.timer_running)
