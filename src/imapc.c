@@ -592,6 +592,7 @@ imapc_connect(const struct imapc_params *params, const char *user,
 	      struct mrerr *err)
 {
 	struct imapc *c = xcalloc(1, sizeof(*c));
+	long long started = monotonic_ms();
 	struct logline *line;
 
 	ignore_sigpipe();
@@ -611,18 +612,32 @@ imapc_connect(const struct imapc_params *params, const char *user,
 	    after_login(c, err) < 0)
 		goto fail;
 
-	line = log_begin(LOG_LVL_DEBUG, "imap_connected");
+	line = log_begin(LOG_LVL_INFO, "imap_connected");
 	log_str(line, "user", user);
 	log_str(line, "host", c->host);
 	log_int(line, "port", c->port);
 	log_str(line, "tls", tls_mode_name(params->tls));
+	log_int(line, "ms", monotonic_ms() - started);
 	log_end(line);
+	c->logged_in = true;
 	return c;
 fail:
 	/* Nothing after a failed set-up is worth a LOGOUT. */
 	mark_dead(c);
 	imapc_free(&c);
 	return NULL;
+}
+
+/* Only sessions that reached imap_connected get a closing line. */
+static void
+log_close_event(const struct imapc *c, bool logout)
+{
+	struct logline *line = log_begin(LOG_LVL_INFO, "imap_close");
+
+	log_str(line, "user", c->user);
+	log_str(line, "host", c->host);
+	log_str(line, "how", logout ? "logout" : "dropped");
+	log_end(line);
 }
 
 void
@@ -633,9 +648,13 @@ imapc_free(struct imapc **cp)
 	if (c == NULL)
 		return;
 	if (c->imap != NULL) {
-		if (!c->dead && c->imap->imap_stream != NULL)
+		bool open = !c->dead && c->imap->imap_stream != NULL;
+
+		if (open)
 			mailimap_logout(c->imap);
 		mailimap_free(c->imap);
+		if (c->logged_in)
+			log_close_event(c, open);
 	}
 	free(c->host);
 	free(c->user);

@@ -22,6 +22,7 @@ struct imapc {
 	bool multiappend;   /* MULTIAPPEND (RFC 3502) offered */
 	uint64_t appendlimit;
 	bool dead;	    /* stream failed: never send LOGOUT */
+	bool logged_in;	    /* imap_connected was logged: log imap_close */
 	unsigned port;	    /* the replica's IMAP port, for messages */
 };
 

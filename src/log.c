@@ -1,6 +1,6 @@
 /* The replication log: logfmt lines to a file, syslog and stderr. */
 #include <config.h>
-#include "log.h"
+#include "log_private.h"
 #include "util.h"
 
 #include <errno.h>
@@ -37,13 +37,6 @@ static const char *const level_names[] = {
 	[LOG_LVL_INFO] = "info",
 	[LOG_LVL_WARN] = "warn",
 	[LOG_LVL_ERROR] = "error",
-};
-
-struct logline {
-	enum log_level level;
-	char *buf;
-	size_t len, cap;
-	size_t body; /* offset of "event=", where syslog's text starts */
 };
 
 const char *
@@ -118,6 +111,8 @@ log_reopen(char **error_r)
 {
 	int fd, ret = 0;
 
+	/* The counts so far belong in the file that logrotate moved. */
+	log_repeat_flush(false);
 	pthread_mutex_lock(&sink.lock);
 	if (sink.path != NULL) {
 		fd = open_file(sink.path, error_r);
@@ -135,6 +130,7 @@ log_reopen(char **error_r)
 void
 log_close(void)
 {
+	log_repeat_flush(true);
 	pthread_mutex_lock(&sink.lock);
 	if (sink.fd >= 0)
 		close(sink.fd);
@@ -231,13 +227,75 @@ log_begin(enum log_level level, const char *event)
 	return line;
 }
 
+static void
+text_add(char **text, size_t *len, size_t *cap, const char *s, size_t n)
+{
+	*text = xgrow(*text, cap, *len + n + 1, 1);
+	memcpy(*text + *len, s, n);
+	*len += n;
+	(*text)[*len] = '\0';
+}
+
+/* Copy value with the password in each "scheme://user:password@host"
+ * replaced by "***". Returns NULL when value contains no such password.
+ * This guards against a caller that logs a URL or a library error that
+ * quotes one. */
+static char *
+hide_url_passwords(const char *value)
+{
+	const char *scan = value, *copied = value, *scheme;
+	char *text = NULL;
+	size_t len = 0, cap = 0;
+
+	while ((scheme = strstr(scan, "://")) != NULL) {
+		const char *auth = scheme + 3;
+		size_t n = strcspn(auth, "/?# \t\"");
+		const char *at = NULL, *colon = NULL;
+
+		for (size_t i = 0; i < n; i++) {
+			if (auth[i] == '@')
+				at = auth + i;
+		}
+		for (const char *c = auth; at != NULL && c < at; c++) {
+			if (*c == ':') {
+				colon = c;
+				break;
+			}
+		}
+		scan = auth;
+		if (colon == NULL)
+			continue;
+		text_add(&text, &len, &cap, copied, (size_t)(colon + 1 - copied));
+		text_add(&text, &len, &cap, "***", 3);
+		copied = scan = at;
+	}
+	if (text != NULL)
+		text_add(&text, &len, &cap, copied, strlen(copied));
+	return text;
+}
+
 void
 log_str(struct logline *line, const char *key, const char *value)
 {
+	char *hidden;
+
+	if (value == NULL)
+		value = "";
+	hidden = hide_url_passwords(value);
+	if (hidden != NULL)
+		value = hidden;
+
+	if (strcmp(key, "ms") == 0)
+		line->ms_begin = line->len;
 	append(line, " ", 1);
 	append(line, key, strlen(key));
 	append(line, "=", 1);
-	append_value(line, value != NULL ? value : "");
+	append_value(line, value);
+	if (strcmp(key, "ms") == 0)
+		line->ms_end = line->len;
+	if (strcmp(key, "user") == 0 && line->user == NULL)
+		line->user = xstrdup(value);
+	free(hidden);
 }
 
 void
@@ -264,8 +322,8 @@ write_all(int fd, const char *buf, size_t len)
 	}
 }
 
-void
-log_end(struct logline *line)
+static void
+write_sinks(struct logline *line)
 {
 	static const int prio[] = {
 		[LOG_LVL_DEBUG] = LOG_DEBUG,
@@ -274,7 +332,6 @@ log_end(struct logline *line)
 		[LOG_LVL_ERROR] = LOG_ERR,
 	};
 
-	append(line, "\n", 1);
 	pthread_mutex_lock(&sink.lock);
 	if (sink.fd >= 0 && line->level >= LOG_LVL_INFO)
 		write_all(sink.fd, line->buf, line->len);
@@ -284,10 +341,34 @@ log_end(struct logline *line)
 	if (sink.syslog && line->level >= LOG_LVL_INFO) {
 		line->buf[line->len - 1] = '\0';
 		syslog(prio[line->level], "%s", line->buf + line->body);
+		line->buf[line->len - 1] = '\n';
 	}
 	pthread_mutex_unlock(&sink.lock);
+}
+
+static void
+logline_free(struct logline *line)
+{
 	free(line->buf);
+	free(line->user);
 	free(line);
+}
+
+void
+log_end(struct logline *line)
+{
+	append(line, "\n", 1);
+	if (!log_repeat_hold(line))
+		write_sinks(line);
+	logline_free(line);
+}
+
+void
+log_end_unlimited(struct logline *line)
+{
+	append(line, "\n", 1);
+	write_sinks(line);
+	logline_free(line);
 }
 
 void

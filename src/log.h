@@ -5,8 +5,15 @@
  *   folder=INBOX count=50 ms=41
  *
  * Values are quoted when they contain a space, '=', '"' or a control
- * character. Callers never pass a secret. The sink is process-wide and
- * each line is written with one write(2), so threads may log at once. */
+ * character. Callers never pass a secret; as a second guard, the password
+ * of a URL ("scheme://user:password@host") in any value is written as
+ * "***". The sink is process-wide and each line is written with one
+ * write(2), so threads may log at once.
+ *
+ * A warn or error line that equals one written within the repeat window
+ * in everything but ts and ms is counted instead of written. An
+ * "event=repeated count=N of=..." line reports the count when the window
+ * ends (see log_repeat.c). */
 #ifndef MAILREPL_LOG_H
 #define MAILREPL_LOG_H
 
@@ -23,9 +30,17 @@ enum log_level {
  * use_syslog. Returns 0, or -1 with *error_r (caller frees). */
 int log_open(const char *path, bool use_syslog, const char *ident,
 	     char **error_r);
-/* Reopen the log file after logrotate moved it. */
+/* Reopen the log file after logrotate moved it. The summaries of the
+ * repeats counted so far are written to the old file first. */
 int log_reopen(char **error_r);
+/* Write the pending repeat summaries, then close the file and syslog. */
 void log_close(void);
+/* Set the repeat window in milliseconds (default 60000); 0 writes every
+ * line. Tests shorten it. */
+void log_set_repeat_window(long long ms);
+/* Write the summaries of the repeats counted so far now, instead of when
+ * their windows end. */
+void log_flush_repeats(void);
 /* Also print events at or above level to stderr (the CLI sets this). */
 void log_set_stderr_level(enum log_level level);
 void log_set_stderr(bool enabled);

@@ -9,6 +9,7 @@
 #include "cfg_edit.h"
 #include "daemon.h"
 #include "log.h"
+#include "log_cmd.h"
 #include "store.h"
 #include "sync.h"
 #include "util.h"
@@ -74,9 +75,15 @@ usage(FILE *out)
 		"  interrupted or skipped messages, 2 it failed, 3 the\n"
 		"  configuration or state could not be read\n"
 		"\n"
-		"log [-f] [-n LINES]\n"
-		"  -f        keep printing new lines as they are written\n"
-		"  -n LINES  start with the last LINES lines (default 20)\n"
+		"log [-f] [-n LINES] [--user USER] [--level LEVEL]\n"
+		"  -f             keep printing new lines as they are written;\n"
+		"                 checks the file every 250 ms and follows it\n"
+		"                 when logrotate renames or truncates it\n"
+		"  -n LINES       start with the last LINES matching lines\n"
+		"                 (default 20; 0 prints none)\n"
+		"  --user USER    only lines whose user field is USER\n"
+		"  --level LEVEL  only lines at LEVEL or above: debug, info,\n"
+		"                 warn or error (the file holds info and up)\n"
 		"\n"
 		"mode [standalone|master|replica] [--yes]\n"
 		"  without a mode: print the mode and whether the agent runs\n"
@@ -548,102 +555,23 @@ cmd_status(struct cli *cli, int argc, char **argv)
 	return 1;
 }
 
-/* Print the last lines of f: find where they start by scanning once. */
-static void
-print_tail(FILE *f, long lines)
-{
-	long total = 0, skip;
-	char *line = NULL;
-	size_t cap = 0;
-
-	while (getline(&line, &cap, f) > 0)
-		total++;
-	rewind(f);
-	skip = total > lines ? total - lines : 0;
-	while (getline(&line, &cap, f) > 0) {
-		if (skip > 0)
-			skip--;
-		else
-			fputs(line, stdout);
-	}
-	free(line);
-	fflush(stdout);
-}
-
-/* Follow the log like tail -F: new lines as they come, and the new file
- * after logrotate moved the old one. */
-static int
-follow(const char *path, FILE *f)
-{
-	char buf[8192];
-	struct stat st_path, st_open;
-
-	for (;;) {
-		size_t n = fread(buf, 1, sizeof(buf), f);
-
-		if (n > 0) {
-			fwrite(buf, 1, n, stdout);
-			fflush(stdout);
-			continue;
-		}
-		clearerr(f);
-		if (stat(path, &st_path) == 0 && fstat(fileno(f), &st_open) == 0 &&
-		    st_path.st_ino != st_open.st_ino) {
-			FILE *next = fopen(path, "r");
-
-			if (next != NULL) {
-				fclose(f);
-				f = next;
-				continue;
-			}
-		}
-		usleep(200 * 1000);
-	}
-	return 0;
-}
-
 static int
 cmd_log(struct cli *cli, int argc, char **argv)
 {
-	bool follow_on = false;
-	long lines = 20;
-	char *end;
-	FILE *f;
-	int c;
+	struct log_cmd_options opt;
 
-	while ((c = getopt_long(argc, argv, "fn:h", help_option, NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			follow_on = true;
-			break;
-		case 'n':
-			lines = strtol(optarg, &end, 10);
-			if (lines < 0 || end == optarg || *end != '\0') {
-				fprintf(stderr, "mailrepl log: invalid -n %s; "
-					"give a number of lines\n", optarg);
-				return EXIT_USAGE;
-			}
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			return usage_error("log");
-		}
+	switch (log_cmd_parse(argc, argv, &opt)) {
+	case LOG_CMD_HELP:
+		usage(stdout);
+		return 0;
+	case LOG_CMD_USAGE:
+		return usage_error("log");
+	case LOG_CMD_RUN:
+		break;
 	}
 	if (load_config(cli) < 0)
 		return 1;
-	f = fopen(cli->cfg->log_file, "r");
-	if (f == NULL) {
-		fprintf(stderr, "mailrepl log: cannot open %s: %s\n",
-			cli->cfg->log_file, strerror(errno));
-		return 1;
-	}
-	print_tail(f, lines);
-	if (follow_on)
-		return follow(cli->cfg->log_file, f);
-	fclose(f);
-	return 0;
+	return log_cmd_run(&opt, cli->cfg->log_file, cli->cfg->path);
 }
 
 /* Print the mode in the configuration and whether an agent runs. */

@@ -475,6 +475,48 @@ note_rejected(struct folder_ctx *f, const struct md_message *m,
 	store_intent_delete(f->w->store, f->user, f->folder, m->uniq);
 }
 
+static void
+log_upload(const struct folder_ctx *f, const struct md_message *m,
+	   uint32_t uid)
+{
+	struct logline *line = log_begin(LOG_LVL_INFO, "upload");
+	char *display = mutf7_to_utf8(f->folder);
+
+	log_str(line, "user", f->user);
+	log_str(line, "folder", display);
+	log_str(line, "file", m->uniq);
+	log_int(line, "uid", uid);
+	log_int(line, "size", (long long)m->size);
+	log_end(line);
+	free(display);
+}
+
+/* One line per APPEND command (a MULTIAPPEND of count messages). */
+static void
+log_batch(const struct folder_ctx *f, const size_t *batch,
+	  const struct imapc_append *app, size_t count, long long ms)
+{
+	struct logline *line = log_begin(LOG_LVL_INFO, "batch");
+	char *display = mutf7_to_utf8(f->folder);
+	unsigned long long bytes = 0;
+	size_t stored = 0;
+
+	for (size_t k = 0; k < count; k++) {
+		if (app[k].uid == 0)
+			continue;
+		stored++;
+		bytes += (unsigned long long)f->msgs[batch[k]].size;
+	}
+	log_str(line, "user", f->user);
+	log_str(line, "folder", display);
+	log_int(line, "count", (long long)stored);
+	log_int(line, "rejected", (long long)(count - stored));
+	log_int(line, "bytes", (long long)bytes);
+	log_int(line, "ms", ms);
+	log_end(line);
+	free(display);
+}
+
 static int
 record_batch(struct folder_ctx *f, const size_t *batch,
 	     const struct imapc_append *app, size_t count, struct mrerr *err)
@@ -501,6 +543,7 @@ record_batch(struct folder_ctx *f, const size_t *batch,
 			return store_failed(f, err);
 		}
 		free(flags);
+		log_upload(f, m, app[k].uid);
 		if (app[k].uid >= f->st.uidnext)
 			f->st.uidnext = app[k].uid + 1;
 		f->w->counts.uploaded++;
@@ -515,6 +558,7 @@ upload_batch(struct folder_ctx *f, const size_t *batch, size_t count,
 {
 	struct imapc_append *app = xcalloc(count, sizeof(*app));
 	uint32_t uidvalidity = 0;
+	long long started;
 	int ret = -1;
 
 	for (size_t k = 0; k < count; k++) {
@@ -524,9 +568,11 @@ upload_batch(struct folder_ctx *f, const size_t *batch, size_t count,
 	}
 	if (record_intents(f, batch, count, err) < 0)
 		goto out;
+	started = monotonic_ms();
 	if (imapc_append_batch(f->w->conn, f->rname, app, count, &uidvalidity,
 			       err) < 0)
 		goto out;
+	log_batch(f, batch, app, count, monotonic_ms() - started);
 	if (uidvalidity != 0 && uidvalidity != f->st.uidvalidity) {
 		mrerr_set(err, MRERR_FOLDER, MRERR_RETRY_NOW,
 			  "UIDVALIDITY of %s changed during the upload",

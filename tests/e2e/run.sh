@@ -100,6 +100,31 @@ test_full_run() {
 	pass full_run
 }
 
+# After test_full_run: one upload line per message uploaded, batch lines
+# with their timings, IMAP sessions, and no password anywhere.
+test_log_events() {
+	local uploaded uploads batches bytes
+	uploaded=$(field uploaded)
+	uploads=$(grep -c 'level=info event=upload user=.* uid=[0-9]* size=[0-9]*$' "$log")
+	batches=$(grep -c 'level=info event=batch user=.* count=[0-9]* rejected=[0-9]* bytes=[0-9]* ms=[0-9]*$' "$log")
+	bytes=$(grep 'event=batch ' "$log" | grep -o ' bytes=[0-9]*' |
+		cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }')
+	if [ -z "$uploaded" ] || [ "$uploads" -ne "$uploaded" ]; then
+		fail log_events "$uploads upload lines for $uploaded messages uploaded"
+	elif [ "$batches" -eq 0 ] || [ "$bytes" -eq 0 ]; then
+		fail log_events "$batches batch lines with $bytes bytes"
+	elif ! grep -q 'level=info event=imap_connected user=.* ms=' "$log" ||
+		! grep -q 'level=info event=imap_close ' "$log"; then
+		fail log_events "no imap_connected or imap_close line"
+	elif grep -qF "$DOVECOT_ADMIN_PASSWORD" "$log" "$work/out"; then
+		fail log_events "the administrator's password is in the log or output"
+	elif [ "$("$bin" -c "$conf" log -n 3 --level info --user "$(grep -m1 -o 'event=upload user=[^ ]*' "$log" | cut -d= -f3)" | grep -c 'event=')" -ne 3 ]; then
+		fail log_events "mailrepl log --user does not print 3 lines"
+	else
+		pass log_events
+	fi
+}
+
 test_rerun_uploads_nothing() {
 	local out
 	out=$("$bin" -c "$conf" init 2>&1)
@@ -551,6 +576,7 @@ if ! setup >"$work/setup.log" 2>&1; then
 	exit 1
 fi
 test_full_run
+test_log_events
 test_rerun_uploads_nothing
 test_uidvalidity_change
 test_reset_replica
