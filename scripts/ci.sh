@@ -1,8 +1,9 @@
 #!/bin/bash
 # The test command: install what is missing, build, run the Check unit
-# and Dovecot tests, then the end-to-end tests on the SpamAssassin
-# corpus. Prints Check's summary lines and a final "N passed, N failed"
-# line; exits non-zero on any failure.
+# and Dovecot tests, then the end-to-end tests (on the SpamAssassin
+# corpus, and of "mailrepl status" with both agents). Prints Check's
+# summary lines and a final "N passed, N failed" line; exits non-zero on
+# any failure.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
@@ -51,19 +52,21 @@ if [ "$check_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	failed=$((failed + 1))
 fi
 
-# End-to-end tests on the corpus; each prints "PASS: name" or
-# "FAIL: name".
-e2e_out=$(mktemp)
-bash tests/e2e/run.sh 2>&1 | tee "$e2e_out"
-e2e_pass=$(grep -c '^PASS: ' "$e2e_out")
-e2e_fail=$(grep -c '^FAIL: ' "$e2e_out")
-if [ "$e2e_pass" -eq 0 ] && [ "$e2e_fail" -eq 0 ]; then
-	echo "FAIL: e2e ran no test"
-	e2e_fail=1
-fi
-passed=$((passed + e2e_pass))
-failed=$((failed + e2e_fail))
-rm -f "$e2e_out"
+# End-to-end tests: run.sh on the corpus, status.sh with both agents;
+# each prints "PASS: name" or "FAIL: name".
+for script in tests/e2e/run.sh tests/e2e/status.sh; do
+	e2e_out=$(mktemp)
+	bash "$script" 2>&1 | tee "$e2e_out"
+	e2e_pass=$(grep -c '^PASS: ' "$e2e_out")
+	e2e_fail=$(grep -c '^FAIL: ' "$e2e_out")
+	if [ "$e2e_pass" -eq 0 ] && [ "$e2e_fail" -eq 0 ]; then
+		echo "FAIL: $script ran no test"
+		e2e_fail=1
+	fi
+	passed=$((passed + e2e_pass))
+	failed=$((failed + e2e_fail))
+	rm -f "$e2e_out"
+done
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
