@@ -1,8 +1,9 @@
 #!/bin/bash
 # The test command: install what is missing, build, run the Check unit
-# and Dovecot tests, then the end-to-end tests on the SpamAssassin
-# corpus. Prints Check's summary lines and a final "N passed, N failed"
-# line; exits non-zero on any failure.
+# and Dovecot tests, then the end-to-end tests (on the SpamAssassin
+# corpus, and of "mailrepl status" with both agents). Prints Check's
+# summary lines and a final "N passed, N failed" line; exits non-zero on
+# any failure.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
@@ -51,10 +52,10 @@ if [ "$check_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	failed=$((failed + 1))
 fi
 
-# End-to-end tests on the corpus: "mailrepl init" (run.sh), then the
-# agent's running replication (live.sh). Each test prints "PASS: name"
-# or "FAIL: name".
-for script in run.sh live.sh; do
+# End-to-end tests: "mailrepl init" on the corpus (run.sh), the agent's
+# running replication (live.sh) and status with both agents (status.sh).
+# Each test prints "PASS: name" or "FAIL: name".
+for script in run.sh live.sh status.sh; do
 	e2e_out=$(mktemp)
 	bash "tests/e2e/$script" 2>&1 | tee "$e2e_out"
 	e2e_pass=$(grep -c '^PASS: ' "$e2e_out")

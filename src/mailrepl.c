@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "log_cmd.h"
+#include "status_cmd.h"
 #include "store.h"
 #include "sync.h"
 #include "util.h"
@@ -43,7 +44,7 @@ usage(FILE *out)
 		"Commands:\n"
 		"  init      copy every mailbox of every user to the replica\n"
 		"  verify    compare the master's Maildir with the replica\n"
-		"  status    show the mode and the last initial replication\n"
+		"  status    show the sync state of this server and its peer\n"
 		"  log       print the replication log (-f follows it)\n"
 		"  mode      show or switch the mode of this server\n"
 		"\n"
@@ -69,11 +70,19 @@ usage(FILE *out)
 		"verify [--user U]...\n"
 		"  exit codes: 0 identical, 1 differences found, 3 error\n"
 		"\n"
-		"status\n"
-		"  exit codes (monitoring-plugin style): 0 the last initial\n"
-		"  replication succeeded, 1 it was never run, was\n"
-		"  interrupted or skipped messages, 2 it failed, 3 the\n"
-		"  configuration or state could not be read\n"
+		"status [--json] [--peer]\n"
+		"  --json  print one JSON object (schema in doc/status.md)\n"
+		"  --peer  add the other side's view: on a master, ask the\n"
+		"          replica's agent over the control channel; on a\n"
+		"          replica, show the master's last STATUS figures\n"
+		"  the first line is a Nagios/Icinga plugin line\n"
+		"  exit codes (monitoring-plugin style): 0 OK (in sync or\n"
+		"  standalone), 1 WARNING (an initial replication runs, or\n"
+		"  --peer cannot reach the replica), 2 CRITICAL (never\n"
+		"  initialized, out of sync for longer than\n"
+		"  out_of_sync_after, or the master's agent is down),\n"
+		"  3 UNKNOWN (the configuration or state cannot be read,\n"
+		"  or no figures yet)\n"
 		"\n"
 		"log [-f] [-n LINES] [--user USER] [--level LEVEL]\n"
 		"  -f             keep printing new lines as they are written;\n"
@@ -421,138 +430,28 @@ cmd_verify(struct cli *cli, int argc, char **argv)
 	return r;
 }
 
-static void
-print_time(const char *label, time_t t)
-{
-	char buf[64];
-	struct tm tm;
-
-	if (t == 0) {
-		printf("%s -\n", label);
-		return;
-	}
-	localtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %z", &tm);
-	printf("%s %s\n", label, buf);
-}
-
-static void
-print_agent_line(const char *data, void *context)
-{
-	printf("  %s\n", data);
-}
-
-/* Ask the local agent, over the control socket, for its own view: on a
- * replica that includes the bound master and the master's last status. */
-static void
-print_agent(const struct cli *cli)
-{
-	struct ctl_client *c;
-	struct mrerr err;
-
-	mrerr_clear(&err);
-	c = ctl_client_local(cli->cfg, &err);
-	if (c == NULL) {
-		/* The error adds to "not running" only when the
-		 * socket exists but does not answer. */
-		if (access(cli->cfg->control_socket, F_OK) == 0)
-			printf("agent:           not reachable (%s)\n",
-			       err.text);
-		else
-			printf("agent:           not running\n");
-		return;
-	}
-	printf("agent:           running\n");
-	if (ctl_client_query(c, "STATUS", print_agent_line, NULL, &err) < 0)
-		printf("  status failed: %s\n", err.text);
-	ctl_client_free(&c);
-}
-
-/* The change queue of running replication, read from the state store so
- * that it shows while the agent is down too. */
-static void
-print_pending(struct store *store)
-{
-	unsigned long long count;
-	long long oldest_ms, age;
-
-	if (store_queue_stats(store, &count, &oldest_ms) < 0) {
-		printf("pending:         unknown (%s)\n", store_error(store));
-		return;
-	}
-	if (count == 0) {
-		printf("pending:         0 changes\n");
-		return;
-	}
-	age = (long long)time(NULL) - oldest_ms / 1000;
-	printf("pending:         %llu change%s, oldest %lld s ago\n", count,
-	       count == 1 ? "" : "s", age < 0 ? 0 : age);
-}
-
+/* The status command lives in status_cmd.c. The configuration is loaded
+ * here so that a file that cannot be read still gets an UNKNOWN answer
+ * in the form the monitoring system asked for. */
 static int
 cmd_status(struct cli *cli, int argc, char **argv)
 {
-	struct store *store = NULL;
-	struct store_run run;
-	enum store_run_result result;
-	char *error = NULL, control[32];
-	bool found = false;
-	int c;
+	struct status_options opts;
+	char *error = NULL;
+	int code;
 
-	while ((c = getopt_long(argc, argv, "h", help_option, NULL)) != -1) {
-		if (c != 'h')
-			return usage_error("status");
+	if (status_cmd_parse(argc, argv, &opts) < 0)
+		return usage_error("status");
+	if (opts.help) {
 		usage(stdout);
 		return 0;
 	}
-	if (load_config(cli) < 0)
-		return 3;
-	printf("mode:            %s\n", cfg_mode_name(cli->cfg->mode));
-	if (cli->cfg->control_port != 0)
-		snprintf(control, sizeof(control), "control port %u",
-			 cli->cfg->control_port);
-	else
-		snprintf(control, sizeof(control), "no control channel");
-	if (cli->cfg->replica_host != NULL)
-		printf("replica:         %s (IMAP port %u, %s)\n",
-		       cli->cfg->replica_host, cli->cfg->imap_port,
-		       control);
-	print_agent(cli);
-	if (store_open(cli->cfg->state_dir, &store, &error) < 0 ||
-	    store_run_last(store, "init", &run, &found) < 0) {
-		fprintf(stderr, "mailrepl status: %s\n",
-			error != NULL ? error : store_error(store));
+	if (config_load(cli->config_path, &cli->cfg, &error) < 0) {
+		code = status_cmd_fail(&opts, error, stdout);
 		free(error);
-		if (store != NULL)
-			store_close(&store);
-		return 3;
+		return code;
 	}
-	if (!found) {
-		printf("initial replication: never run\n");
-		store_close(&store);
-		return 1;
-	}
-	printf("initial replication: %s\n",
-	       store_run_result_name(run.result));
-	print_time("  started:      ", run.started);
-	print_time("  finished:     ", run.finished);
-	printf("  messages:      %llu (%llu uploaded, %llu adopted, %llu "
-	       "rejected, %llu skipped)\n",
-	       run.messages, run.uploaded, run.adopted, run.rejected,
-	       run.skipped);
-	if (run.error != NULL)
-		printf("  last error:    %s\n", run.error);
-	result = run.result;
-	store_run_clear(&run);
-	if (cli->cfg->mode == CFG_MODE_MASTER)
-		print_pending(store);
-	store_close(&store);
-	/* Monitoring-plugin exit codes: OK, WARNING, CRITICAL. */
-	if (result == RUN_OK)
-		return 0;
-	if (result == RUN_FAILED)
-		return 2;
-	return 1;
+	return status_cmd_run(cli->cfg, &opts, stdout);
 }
 
 static int

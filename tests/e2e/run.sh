@@ -420,13 +420,14 @@ test_agents() {
 		fi
 	fi
 
-	# status on the replica asks its agent over the local socket.
+	# status on the replica shows its agent and the master it is bound
+	# to (tests/e2e/status.sh tests the command in depth).
 	"$bin" -c "$work/replica.conf" status >"$work/out" 2>&1
 	if grep -q '^agent: *running' "$work/out" &&
-		grep -q "STATUS mode=replica bound=$(hostname)" "$work/out"; then
-		pass replica_status_via_socket
+		grep -q "^master: *$(hostname) (bound since" "$work/out"; then
+		pass replica_status_bound
 	else
-		fail replica_status_via_socket "$(cat "$work/out")"
+		fail replica_status_bound "$(cat "$work/out")"
 	fi
 
 	# STARTTLS on the control channel, verified like the IMAP server.
