@@ -102,11 +102,6 @@ usage(FILE *out)
 		CONFIG_DEFAULT_PATH);
 }
 
-static const struct option help_option[] = {
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
-
 /* getopt has printed what is wrong; point to the list of options. */
 static int
 usage_error(const char *command)
