@@ -54,7 +54,7 @@ usage(FILE *out)
 		"  -V, --version  print the version\n"
 		"\n"
 		"init [--user U]... [--reset-replica] [--takeover] [--yes]\n"
-		"     [--dry-run]\n"
+		"     [--dry-run] [--request]\n"
 		"  --user U         only user U (repeatable)\n"
 		"  --reset-replica  first empty these users' mailboxes on the\n"
 		"                   replica (asks for confirmation, or --yes)\n"

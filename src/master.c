@@ -40,6 +40,7 @@ struct master {
 	struct config *cfg;
 	struct repl *repl;
 	char *last_error;
+	long long last_error_at;
 
 	/* The status record; guarded by lock too. */
 	pthread_t status_thread;
@@ -107,6 +108,7 @@ set_last_error(struct master *m, const char *text)
 	pthread_mutex_lock(&m->lock);
 	free(m->last_error);
 	m->last_error = text != NULL ? xstrdup(text) : NULL;
+	m->last_error_at = time(NULL);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -230,13 +232,15 @@ serve_replica(struct master *m, const struct config *cfg,
 		/* Only a refusal stops the pushing; a broken connection
 		 * says nothing about the binding. */
 		if (err.scope != MRERR_CONNECTION) {
-			repl_set_enabled(m->repl, false);
+			repl_set_enabled(m->repl, false,
+					 "the replica's agent rejected this "
+					 "master");
 			set_peer_state(m, "refused");
 		}
 		return false;
 	}
 	free(id);
-	repl_set_enabled(m->repl, true);
+	repl_set_enabled(m->repl, true, NULL);
 	set_peer_state(m, "connected");
 	while (!stopping(m)) {
 		char *last;
@@ -332,6 +336,7 @@ collect(struct master *m, struct store *store, struct agent_record *rec)
 		in.init_found = true;
 		in.init_running = run.result == RUN_RUNNING;
 		in.init_ok = run.result == RUN_OK || run.result == RUN_REJECTED;
+		in.init_partial = run.result == RUN_REJECTED;
 		store_run_clear(&run);
 	}
 	in.pending = st.pending;
@@ -359,6 +364,15 @@ collect(struct master *m, struct store *store, struct agent_record *rec)
 		 st.waiting ? st.waiting_for : "");
 	snprintf(rec->last_error, sizeof(rec->last_error), "%s", st.last_error);
 	rec->last_error_at = st.last_error_at;
+	/* A control-channel error (the replica's agent down or refusing)
+	 * counts too, whichever came last. */
+	pthread_mutex_lock(&m->lock);
+	if (m->last_error != NULL && m->last_error_at >= rec->last_error_at) {
+		snprintf(rec->last_error, sizeof(rec->last_error), "%s",
+			 m->last_error);
+		rec->last_error_at = m->last_error_at;
+	}
+	pthread_mutex_unlock(&m->lock);
 	status_judge(&in, now, &rec->judgement);
 }
 
@@ -517,7 +531,15 @@ master_start(const struct config *cfg, struct master **master_r, char **error_r)
 	snprintf(m->peer_state, sizeof(m->peer_state), "%s",
 		 m->cfg->control_port == 0 ? "none" : "down");
 	m->peer_since = m->started;
-	if (repl_start(m->cfg, status_changed, m, &m->repl, error_r) < 0) {
+	/* With a control channel, nothing is pushed before the replica's
+	 * agent confirms that it serves this master: a master that comes
+	 * back after a failover must not write into its successor. */
+	if (repl_start_held(m->cfg,
+			    m->cfg->control_port != 0
+				    ? "the replica's agent has not confirmed "
+				      "this master yet"
+				    : NULL,
+			    status_changed, m, &m->repl, error_r) < 0) {
 		master_stop(&m);
 		return -1;
 	}

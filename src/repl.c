@@ -1029,13 +1029,26 @@ int
 repl_start(const struct config *cfg, repl_notify_fn *notify_fn,
 	   void *notify_ctx, struct repl **repl_r, char **error_r)
 {
+	return repl_start_held(cfg, NULL, notify_fn, notify_ctx, repl_r,
+			       error_r);
+}
+
+int
+repl_start_held(const struct config *cfg, const char *why,
+		repl_notify_fn *notify_fn, void *notify_ctx,
+		struct repl **repl_r, char **error_r)
+{
 	struct repl *r = xcalloc(1, sizeof(*r));
 
 	*error_r = NULL;
 	r->cfg = cfg;
 	r->notify = notify_fn;
 	r->notify_ctx = notify_ctx;
-	r->enabled = true;
+	r->enabled = why == NULL;
+	if (why != NULL)
+		snprintf(r->stats.waiting_for, sizeof(r->stats.waiting_for),
+			 "%s", why);
+	r->stats.waiting = why != NULL;
 	r->lock_fd = -1;
 	r->backoff = 1;
 	r->kick_gen = 1;
@@ -1127,12 +1140,19 @@ repl_release(struct repl *r)
 }
 
 void
-repl_set_enabled(struct repl *r, bool enabled)
+repl_set_enabled(struct repl *r, bool enabled, const char *why)
 {
+	bool was;
+
 	pthread_mutex_lock(&r->lock);
+	was = r->enabled;
 	r->enabled = enabled;
 	kick_locked(r);
 	pthread_mutex_unlock(&r->lock);
+	if (!enabled)
+		set_waiting(r, why);
+	else if (!was)
+		clear_waiting(r);
 }
 
 void

@@ -46,15 +46,20 @@ typedef void repl_notify_fn(void *ctx);
  * state store cannot be opened. Returns 0, or -1 with *error_r. */
 int repl_start(const struct config *cfg, repl_notify_fn *notify,
 	       void *notify_ctx, struct repl **repl_r, char **error_r);
+/* As repl_start(), but with changes held (repl_set_enabled(false, why))
+ * until the caller enables them. */
+int repl_start_held(const struct config *cfg, const char *why,
+		    repl_notify_fn *notify, void *notify_ctx,
+		    struct repl **repl_r, char **error_r);
 /* Stop the threads and free; sets *repl to NULL. */
 void repl_stop(struct repl **repl);
 /* Make the workers finish the changes in hand and release the lock, and
  * return once it has; it then waits until repl_release(). */
 void repl_hold(struct repl *repl);
 void repl_release(struct repl *repl);
-/* Whether the replica accepts this master. While false (the replica's
- * agent refused it), changes stay queued. */
-void repl_set_enabled(struct repl *repl, bool enabled);
+/* Whether the replica accepts this master. While false, changes stay
+ * queued, and why (required then) is shown as the reason. */
+void repl_set_enabled(struct repl *repl, bool enabled, const char *why);
 /* Queue every user and folder for a full reconcile. */
 void repl_reconcile(struct repl *repl);
 /* A copy of the current figures. */

@@ -78,15 +78,28 @@ status_judge(const struct status_input *in, long long now,
 	}
 	/* A replica judges by the figures its master last sent, which grow
 	 * stale when the master stops sending them. */
-	if (!in->master && now - in->figures_at > limit) {
-		judge(out, SYNC_STATE_OUT_OF_SYNC, STATUS_CRITICAL,
-		      in->figures_at + limit,
-		      "no status from the master within out_of_sync_after");
-		return;
+	if (!in->master) {
+		long long stale =
+			limit > STATUS_STALE_MIN ? limit : STATUS_STALE_MIN;
+
+		if (now - in->figures_at > stale) {
+			judge(out, SYNC_STATE_OUT_OF_SYNC, STATUS_CRITICAL,
+			      in->figures_at + stale,
+			      "no status from the master for longer than "
+			      "out_of_sync_after");
+			return;
+		}
 	}
 	if (in->pending == 0 || in->oldest_queued == 0 ||
 	    now - in->oldest_queued < limit) {
-		judge(out, SYNC_STATE_IN_SYNC, STATUS_OK, 0, "");
+		/* Messages the replica rejected are missing there for good,
+		 * which the admin must look at, though nothing is pending. */
+		if (in->init_partial)
+			judge(out, SYNC_STATE_IN_SYNC, STATUS_WARNING, 0,
+			      "the last initial replication skipped messages "
+			      "the replica rejected; see mailrepl log");
+		else
+			judge(out, SYNC_STATE_IN_SYNC, STATUS_OK, 0, "");
 		return;
 	}
 	judge(out, SYNC_STATE_OUT_OF_SYNC, STATUS_CRITICAL,

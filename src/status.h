@@ -42,6 +42,7 @@ struct status_input {
 	bool init_found;    /* some initial replication was recorded */
 	bool init_running;
 	bool init_ok; /* the last one ended ok or rejected */
+	bool init_partial; /* ... but the replica rejected messages */
 	unsigned long long pending;
 	long long oldest_queued;    /* of the pending changes */
 	long long figures_at;       /* when pending was measured */
@@ -54,6 +55,11 @@ struct status_judgement {
 	long long since;  /* when state began, as far as known; 0 unknown */
 	char reason[256]; /* one sentence for the admin, "" when in sync */
 };
+
+/* Seconds after which a replica takes its master's figures for stale
+ * when out_of_sync_after is shorter: three of the master's 10 s status
+ * intervals, so that one late report does not flip the state. */
+#define STATUS_STALE_MIN 30
 
 /* Judge in at time now. Pure: no I/O, so that the agent, the command
  * and the tests agree. */

@@ -344,6 +344,7 @@ input_from_init(struct status_input *in, const struct status_init *init)
 	in->init_found = init->found;
 	in->init_running = init->found && strcmp(init->result, "running") == 0;
 	in->init_ok = init->found && init_ok(init);
+	in->init_partial = init->found && strcmp(init->result, "rejected") == 0;
 }
 
 /* status_judge() returns when an out-of-sync state began; for the other

@@ -481,6 +481,10 @@ print_peer_state(const struct status_view *v, FILE *out)
 
 	if (!v->have_record)
 		return;
+	if (strcmp(v->rec.peer_state, "none") == 0) {
+		fprintf(out, LABEL "none (no control channel)\n", "peer:");
+		return;
+	}
 	fprintf(out, LABEL "%s since %s%s\n", "peer:", v->rec.peer_state,
 		local_time(v->rec.peer_since, buf, sizeof(buf)),
 		v->agent_running ? "" : " (when the agent stopped)");

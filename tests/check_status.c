@@ -221,6 +221,41 @@ static const struct judge_case judge_cases[] = {
 	 SYNC_STATE_INITIALIZING,
 	 STATUS_WARNING,
 	 0},
+	/* The master reports every 10 s: a short out_of_sync_after must
+	 * not turn one late report into an out-of-sync replica. */
+	{"replica short limit, late report",
+	 {.master = false,
+	  .init_found = true,
+	  .init_ok = true,
+	  .figures_at = NOW - 20,
+	  .out_of_sync_after = 5},
+	 NOW,
+	 SYNC_STATE_IN_SYNC,
+	 STATUS_OK,
+	 0},
+	{"replica short limit, silent master",
+	 {.master = false,
+	  .init_found = true,
+	  .init_ok = true,
+	  .figures_at = NOW - 31,
+	  .out_of_sync_after = 5},
+	 NOW,
+	 SYNC_STATE_OUT_OF_SYNC,
+	 STATUS_CRITICAL,
+	 NOW - 1},
+	/* Rejected messages are missing on the replica for good. */
+	{"master init rejected some",
+	 {.master = true,
+	  .agent_running = true,
+	  .init_found = true,
+	  .init_ok = true,
+	  .init_partial = true,
+	  .figures_at = NOW,
+	  .out_of_sync_after = 60},
+	 NOW,
+	 SYNC_STATE_IN_SYNC,
+	 STATUS_WARNING,
+	 0},
 };
 /* clang-format on */
 
@@ -969,7 +1004,7 @@ START_TEST(replica_stale_figures)
 	save_peer(now - 1000, now - 900, now - 100, 0, 0);
 	run_status(false, &r);
 	ck_assert_int_eq(r.code, STATUS_CRITICAL);
-	assert_contains(r.text, "no status from the master within");
+	assert_contains(r.text, "no status from the master for longer than");
 	ck_assert_str_eq(str_at(r.json, "sync.state"), "out_of_sync");
 	result_clear(&r);
 }
