@@ -393,8 +393,14 @@ log_state_change(const struct status_judgement *was,
 	log_end(line);
 }
 
-/* Wait for a change of the figures; while changes are pending, also
- * wake once a second, because time alone can make the state change. */
+/* Seconds between two looks at the state store when nothing changes:
+ * an initial replication run by hand or from cron changes the state
+ * without telling the agent, and its failure must still be alerted. */
+#define STATUS_IDLE_CHECK 60
+
+/* Wait for a change of the figures. While changes are pending, also wake
+ * once a second, because time alone can make the state change; else once
+ * every STATUS_IDLE_CHECK seconds. */
 static bool
 wait_status_change(struct master *m, bool pending)
 {
@@ -402,16 +408,12 @@ wait_status_change(struct master *m, bool pending)
 	bool stop;
 
 	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 1;
+	until.tv_sec += pending ? 1 : STATUS_IDLE_CHECK;
 	pthread_mutex_lock(&m->lock);
-	while (!m->stopping && !m->status_dirty) {
-		if (!pending) {
-			pthread_cond_wait(&m->status_wake, &m->lock);
-		} else if (pthread_cond_timedwait(&m->status_wake, &m->lock,
-						  &until) == ETIMEDOUT) {
-			break;
-		}
-	}
+	while (!m->stopping && !m->status_dirty &&
+	       pthread_cond_timedwait(&m->status_wake, &m->lock, &until) !=
+		       ETIMEDOUT)
+		;
 	m->status_dirty = false;
 	stop = m->stopping;
 	pthread_mutex_unlock(&m->lock);

@@ -1,8 +1,8 @@
 /* The sync state: how the agent and "mailrepl status" judge whether the
  * replica holds everything, and the record the master agent keeps of it.
  *
- * The master agent judges its state at every change and, while changes
- * are pending, once a second. It writes the result to
+ * The master agent judges its state at every change, once a second while
+ * changes are pending, and once a minute otherwise. It writes the result to
  * <state_dir>/agent-status.json (STATUS_FILE), so that "mailrepl status"
  * answers when the agent is down too, and to the metrics file; the
  * alerter sees every change of state. */
