@@ -532,6 +532,28 @@ test_overflow() {
 	fi
 }
 
+# Every kind of event that the tests above provoke must be in the log,
+# each with the keys an admin filters on.
+test_log_events() {
+	local missing="" event
+	for event in repl_start reconcile apply upload batch flags expunge \
+		move folder_create folder_rename folder_delete subscribe \
+		unsubscribe reject repl_wait repl_resume overflow \
+		sync_state imap_connected imap_close agent_start agent_stop; do
+		grep -q "event=$event " "$log" || missing="$missing $event"
+	done
+	if ! grep -q 'event=apply user=[^ ]* folder=[^ ]* ms=[0-9]' "$log"; then
+		missing="$missing apply(user,folder,ms)"
+	fi
+	if grep -q -- "$DOVECOT_ADMIN_PASSWORD" "$log" "$work/agent.out"; then
+		fail log_events "the admin password is in the log"
+	elif [ -n "$missing" ]; then
+		fail log_events "not in the log:$missing"
+	else
+		pass log_events
+	fi
+}
+
 if ! setup >"$work/setup.log" 2>&1; then
 	fail setup "$(tail -5 "$work/setup.log")"
 	exit 1
@@ -551,6 +573,7 @@ if test_agent_start; then
 	test_replica_down
 	test_kill_loop
 	test_overflow
+	test_log_events
 	errors=$(grep -c 'event=error' "$log")
 	echo "live: $((SECONDS - started)) s; $errors event=error lines in the log"
 fi
