@@ -31,6 +31,7 @@ REPLICA_PID=
 cleanup() {
 	[ -n "$MASTER_PID" ] && kill "$MASTER_PID" 2>/dev/null
 	[ -n "$REPLICA_PID" ] && kill "$REPLICA_PID" 2>/dev/null
+	[ -n "${ALERT_PID:-}" ] && kill "$ALERT_PID" 2>/dev/null
 	wait 2>/dev/null
 	bash "$top/scripts/dovecot-test.sh" stop "$work/replica" >/dev/null 2>&1
 	[ -n "${E2E_KEEP:-}" ] || rm -rf "$work"
@@ -103,7 +104,14 @@ tls_ca_file = $DOVECOT_CA
 admin_user = $DOVECOT_ADMIN
 admin_password_file = $work/admin.pw
 control_port = $CTL_PORT
+
+[alert]
+url = http://127.0.0.1:$ALERT_PORT/hook
+after = 1
 CONF
+	# The metrics file is set in [general], which comes first.
+	sed -i "s|^out_of_sync_after = $out_of_sync_after\$|&\nmetrics_file = $work/metrics.prom|" \
+		"$work/master.conf"
 	cat >"$work/replica.conf" <<CONF
 [general]
 mode = replica
@@ -131,10 +139,41 @@ control_socket = $work/srun/control.sock
 CONF
 }
 
+# A webhook receiver on 127.0.0.1 that stores each POST body as
+# $work/alerts/N.json.
+start_alert_listener() {
+	mkdir -p "$work/alerts"
+	python3 - "$ALERT_PORT" "$work/alerts" >"$work/alerts.log" 2>&1 <<'PY' &
+import http.server, os, sys
+port, folder = int(sys.argv[1]), sys.argv[2]
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        n = len(os.listdir(folder))
+        with open(os.path.join(folder, "%03d.json" % n), "wb") as f:
+            f.write(body)
+        self.send_response(204)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
+PY
+	ALERT_PID=$!
+}
+
+# The names of the alerts received so far, in order.
+alerts_received() {
+	local f
+	for f in "$work"/alerts/*.json; do
+		[ -e "$f" ] || continue
+		python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["event"])' "$f"
+	done | tr '\n' ' '
+}
+
 setup() {
 	eval "$(bash "$top/scripts/dovecot-test.sh" start "$work/replica")"
 	[ -n "${IMAP_PORT:-}" ] || return 1
 	CTL_PORT=$(free_port)
+	ALERT_PORT=$(free_port)
+	start_alert_listener
 	make_tree "$work/master" "$messages"
 	write_configs
 	"$agent_bin" -f -c "$work/replica.conf" >"$work/replica.out" 2>&1 &
@@ -322,6 +361,56 @@ test_pending_then_out_of_sync() {
 	fi
 }
 
+# The replica stays out of sync for longer than [alert] after: the agent
+# posts an out_of_sync alert and its metrics say so; after the replica's
+# IMAP server returns, an in_sync alert follows. The server then stops
+# again, with a change pending, for the next test.
+test_alert_and_metrics() {
+	local box=$work/master/alice/Maildir got=""
+	for _ in $(seq 100); do
+		got=$(alerts_received)
+		[[ $got == *out_of_sync* ]] && break
+		sleep 0.2
+	done
+	if [[ $got != *out_of_sync* ]]; then
+		fail alert_out_of_sync "alerts: '$got'; $(grep -E 'event=alert' "$work/master.log" | tail -2)"
+	elif ! grep -q '^mailrepl_in_sync 0$' "$work/metrics.prom" ||
+		! grep -q '^mailrepl_pending_changes [1-9]' "$work/metrics.prom"; then
+		fail alert_out_of_sync "metrics: $(grep -E '^mailrepl_(in_sync|pending_changes) ' "$work/metrics.prom" | tr '\n' ' ')"
+	else
+		pass alert_out_of_sync
+	fi
+
+	eval "$(bash "$top/scripts/dovecot-test.sh" start "$work/replica")"
+	for _ in $(seq 300); do
+		got=$(alerts_received)
+		[[ $got == *in_sync* ]] && break
+		sleep 0.2
+	done
+	if [[ $got != *"out_of_sync in_sync"* ]]; then
+		fail alert_recovered "alerts: '$got'"
+	elif ! grep -q '^mailrepl_in_sync 1$' "$work/metrics.prom"; then
+		fail alert_recovered "metrics: $(grep '^mailrepl_in_sync ' "$work/metrics.prom")"
+	elif grep -qF -- "$DOVECOT_ADMIN_PASSWORD" "$work"/alerts/*.json "$work/metrics.prom"; then
+		fail alert_recovered "the administrator's password is in an alert or the metrics"
+	else
+		pass alert_recovered
+	fi
+
+	bash "$top/scripts/dovecot-test.sh" stop "$work/replica" >/dev/null 2>&1
+	for _ in $(seq 100); do
+		[ -z "$(ss -Htn state established "( sport = :$IMAP_PORT )")" ] && break
+		sleep 0.2
+	done
+	printf 'Subject: later\r\n\r\nlater\r\n' >"$box/tmp/later.1"
+	mv "$box/tmp/later.1" "$box/new/1800000001.later.status-e2e"
+	for _ in $(seq 50); do
+		status repending.json "$work/master.conf" --json
+		[ "$(jget repending.json 'j["pending"]["count"]')" != 0 ] && break
+		sleep 0.2
+	done
+}
+
 test_agent_down() {
 	kill "$MASTER_PID"
 	wait "$MASTER_PID" 2>/dev/null
@@ -390,6 +479,7 @@ test_initializing_then_in_sync
 test_replica_side
 test_master_peer
 test_pending_then_out_of_sync
+test_alert_and_metrics
 test_agent_down
 test_standalone
 test_unreadable_config
