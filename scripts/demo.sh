@@ -31,8 +31,14 @@ fi
 bash scripts/install-deps.sh
 if [ ! -x src/mailrepl ]; then
 	echo "demo: building mailrepl" >&2
-	{ [ -f Makefile ] || { autoreconf -fi && ./configure -q; }; } >/dev/null
-	make -j2 >/dev/null
+	mkdir -p work
+	# The build's warnings go to a log, shown only when it fails.
+	if ! { { [ -f Makefile ] || { autoreconf -fi && ./configure -q; }; } &&
+		make -j2; } >work/build.log 2>&1; then
+		tail -30 work/build.log >&2
+		echo "demo: the build failed; the whole output is in work/build.log" >&2
+		exit 1
+	fi
 fi
 
 stop_agent
@@ -72,7 +78,7 @@ CONF
 
 run() {
 	echo
-	echo "\$ mailrepl -c $demo/mailrepl.conf $*"
+	echo "\$ src/mailrepl -c $demo/mailrepl.conf $*"
 	src/mailrepl -c "$demo/mailrepl.conf" "$@"
 }
 
@@ -82,7 +88,7 @@ grep 'event=run_end' "$demo/mailrepl.log" | tail -1
 run verify | tail -3
 
 echo
-echo "\$ mailrepld -c $demo/mailrepl.conf    # the agent keeps the replica current"
+echo "\$ src/mailrepld -c $demo/mailrepl.conf    # the agent keeps the replica current"
 src/mailrepld -c "$demo/mailrepl.conf"
 sleep 2
 
@@ -94,6 +100,10 @@ deliver() { # $1: unique name, $2: subject
 	mv "$inbox/tmp/$1" "$inbox/new/$1"
 }
 echo
+# Only the log lines of the changes below are shown, not those of the
+# agent's start, which compares every folder once.
+sleep 1
+lines_before=$(wc -l <"$demo/mailrepl.log")
 echo "Delivering 3 messages to alice, then flagging one and moving one:"
 stamp=$(date +%s)
 for number in 1 2 3; do
@@ -105,7 +115,8 @@ mv "$inbox/new/$stamp.M1P$$.demo" "$inbox/cur/$stamp.M1P$$.demo:2,FS"
 mv "$inbox/new/$stamp.M2P$$.demo" \
 	"$inbox/.Archive/cur/$stamp.M2P$$.demo:2,S"
 sleep 2
-grep -E 'event=(apply|move|flags)' "$demo/mailrepl.log" | tail -9
+tail -n +"$((lines_before + 1))" "$demo/mailrepl.log" |
+	grep -E 'event=(apply|upload|move|flags)' | cut -c1-160
 run verify | tail -3
 run status || true
 cat <<TEXT

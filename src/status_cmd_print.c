@@ -73,6 +73,18 @@ state_words(const struct status_view *v)
 /* JSON */
 
 /* ISO 8601 in UTC, or JSON null for 0 ("never" or "not known"). */
+/* The changes applied in the last minute. The agent writes its record
+ * when something changes, so after a quiet minute the figure in it is
+ * old: no change applied for 60 s means a rate of 0. */
+static double
+current_rate(const struct status_view *v)
+{
+	if (!v->agent_running || v->rec.last_applied == 0 ||
+	    v->now - v->rec.last_applied >= 60)
+		return 0;
+	return v->rec.rate_per_min;
+}
+
 static struct json_object *
 json_time(long long t)
 {
@@ -245,9 +257,7 @@ json_running(const struct status_view *v)
 		    ? json_object_new_string(rec->last_folder)
 		    : NULL);
 	add(obj, "rate_per_min",
-	    rec != NULL ? json_object_new_double(
-				  v->agent_running ? rec->rate_per_min : 0)
-			: NULL);
+	    rec != NULL ? json_object_new_double(current_rate(v)) : NULL);
 	add(obj, "waiting_for", json_text(waiting));
 	return obj;
 }
@@ -454,8 +464,7 @@ print_running(const struct status_view *v, FILE *out)
 	fprintf(out,
 		LABEL "%.0f changes in the last minute, %llu since the "
 		      "agent started\n",
-		"rate:", v->agent_running ? rec->rate_per_min : 0.0,
-		rec->applied);
+		"rate:", current_rate(v), rec->applied);
 	if (v->agent_running && rec->waiting_for[0] != '\0')
 		fprintf(out, LABEL "%s\n", "waiting for:", rec->waiting_for);
 }

@@ -3,6 +3,7 @@
 #include "verify.h"
 
 #include "imapc.h"
+#include "log.h"
 #include "maildir.h"
 #include "util.h"
 
@@ -350,6 +351,19 @@ out:
 	return ret;
 }
 
+static void
+log_verify_end(const struct verify_counts *counts)
+{
+	struct logline *line = log_begin(
+		counts->differences == 0 ? LOG_LVL_INFO : LOG_LVL_WARN,
+		"verify_end");
+
+	log_int(line, "users", (long long)counts->users);
+	log_int(line, "messages", (long long)counts->messages);
+	log_int(line, "differences", (long long)counts->differences);
+	log_end(line);
+}
+
 int
 verify_run(const struct verify_options *opt, FILE *out,
 	   struct verify_counts *counts_r, char **error_r)
@@ -366,6 +380,10 @@ verify_run(const struct verify_options *opt, FILE *out,
 	if (md_select_users(cfg, opt->users, opt->nusers, &users, &n,
 			    error_r) < 0)
 		return -1;
+	/* Its IMAP sessions appear in the replication log too; these lines
+	 * tell them from the agent's. */
+	log_msg(LOG_LVL_INFO, "verify_start", "comparing %zu users with the "
+		"replica", n);
 	for (size_t i = 0; i < n; i++) {
 		counts_r->users++;
 		mrerr_clear(&err);
@@ -376,6 +394,7 @@ verify_run(const struct verify_options *opt, FILE *out,
 		}
 	}
 	ret = counts_r->differences > 0 ? 1 : 0;
+	log_verify_end(counts_r);
 out:
 	md_users_free(&users, n);
 	return ret;
