@@ -1,5 +1,5 @@
 /* The sync state: how the agent and "mailrepl status" judge whether the
- * replica holds everything, and the record the master agent keeps of it.
+ * replica contains everything, and the record the master agent keeps of it.
  *
  * The master agent judges its state at every change, once a second while
  * changes are pending, and once a minute otherwise. It writes the result to
@@ -41,7 +41,7 @@ struct status_input {
 	bool agent_running; /* the agent that replicates is alive */
 	bool init_found;    /* some initial replication was recorded */
 	bool init_running;
-	bool init_ok; /* the last one ended ok or rejected */
+	bool init_ok;      /* the last one ended ok or rejected */
 	bool init_partial; /* ... but the replica rejected messages */
 	unsigned long long pending;
 	long long oldest_queued;    /* of the pending changes */
