@@ -31,6 +31,10 @@
 /* Seconds that the replica may take to finish the commands of a client
  * that died, as in "mailrepl init". */
 #define SETTLE_SECONDS 5
+/* Attempts at a change whose folder or user failed with an error the
+ * replica calls temporary (NO [UNAVAILABLE], [INUSE], [SERVERBUG] ...),
+ * before the change is dropped until the next change or reconcile. */
+#define TRANSIENT_ATTEMPTS 5
 /* IMAP connections kept open, one per recently active user. */
 #define CONN_CACHE 16
 
@@ -64,6 +68,9 @@ struct repl {
 	char **busy;                 /* busy[i]: the user worker i applies */
 	long long retry_ms; /* monotonic time of the next attempt, or 0 */
 	unsigned backoff;   /* seconds before the attempt after that */
+	bool outage;	    /* the replica failed since the last success */
+	char *failing;	    /* "user/folder" of the change that failed last */
+	unsigned failures;  /* its temporary failures in a row */
 	struct repl_stats stats;
 	/* Changes applied per second over the last minute, for the rate:
 	 * applied_in[t % 60] counts second t when second_of[t % 60] == t. */
@@ -776,6 +783,51 @@ note_applied(struct repl *r, const char *user, const char *folder, bool ok)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* Whether a failed change stays queued for another attempt: always when
+ * the replica is down or refuses everything, and a few times when it
+ * called the failure temporary. A replica that is shutting down or
+ * starting answers some commands with such a NO. */
+static bool
+keep_after(struct repl *r, const char *user, const char *folder,
+	   const struct mrerr *err)
+{
+	char *key = xasprintf("%s/%s", user, folder);
+	bool keep;
+
+	if (err->scope == MRERR_CONNECTION || err->scope == MRERR_CONFIG) {
+		free(key);
+		return true;
+	}
+	pthread_mutex_lock(&r->lock);
+	if (r->failing == NULL || strcmp(r->failing, key) != 0) {
+		free(r->failing);
+		r->failing = key;
+		r->failures = 0;
+	} else {
+		free(key);
+	}
+	keep = err->retry != MRERR_RETRY_NEVER &&
+	       ++r->failures < TRANSIENT_ATTEMPTS;
+	pthread_mutex_unlock(&r->lock);
+	return keep;
+}
+
+/* After the replica failed, the first change that works queues a full
+ * reconcile: a change dropped while the replica was failing, for good or
+ * only for a while, must not wait for reconcile_interval. */
+static void
+note_recovery(struct repl *r)
+{
+	bool was;
+
+	pthread_mutex_lock(&r->lock);
+	was = r->outage;
+	r->outage = false;
+	pthread_mutex_unlock(&r->lock);
+	if (was)
+		repl_reconcile(r);
+}
+
 /* Apply one taken change. Returns false when the replica failed and the
  * change stays queued. */
 static bool
@@ -788,13 +840,19 @@ apply_change(struct worker_ctx *wc, const char *user, const char *folder,
 
 	mrerr_clear(&err);
 	if (apply(wc, user, folder, &err) < 0 &&
-	    (err.scope == MRERR_CONNECTION || err.scope == MRERR_CONFIG)) {
-		/* The replica is down or refuses: keep the change. */
+	    keep_after(r, user, folder, &err)) {
+		/* The replica is down, refuses, or failed for a while: keep
+		 * the change. */
 		note_error(r, user, folder, &err, false);
 		set_waiting(r, "the replica failed; retrying");
+		pthread_mutex_lock(&r->lock);
+		r->outage = true;
+		pthread_mutex_unlock(&r->lock);
 		back_off(r);
 		return false;
 	}
+	if (err.scope == MRERR_NONE)
+		note_recovery(r);
 	if (err.scope != MRERR_NONE)
 		note_error(r, user, folder, &err, true);
 	store_queue_done(wc->w.store, id);
@@ -1107,6 +1165,7 @@ repl_stop(struct repl **rp)
 	}
 	free(r->workers);
 	free(r->busy);
+	free(r->failing);
 	finish_run(r, rejected);
 	watch_free(&r->watch);
 	if (r->wake_fd >= 0)

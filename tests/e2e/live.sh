@@ -429,6 +429,13 @@ test_burst() {
 test_replica_down() {
 	local port=$IMAP_PORT n=
 	bash "$top/scripts/dovecot-test.sh" stop "$work/replica" >/dev/null 2>&1
+	# Dovecot's imap processes serve the agent's open connections for a
+	# few seconds after the master process is gone; until they end, the
+	# replica is not down yet.
+	for _ in $(seq 100); do
+		[ -z "$(ss -Htn state established "( sport = :$port )")" ] && break
+		sleep 0.2
+	done
 	python3 "$top/tests/e2e/maildir_load.py" mix "$root" "$cache/messages" \
 		down --ops 100 "${users[@]}" >"$work/load.out" 2>&1
 	for _ in $(seq 300); do
