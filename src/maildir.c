@@ -51,8 +51,7 @@ md_entry_is_dir(int dir_fd, const struct dirent *de)
 		return true;
 	if (de->d_type != DT_UNKNOWN && de->d_type != DT_LNK)
 		return false;
-	return fstatat(dir_fd, de->d_name, &st, 0) == 0 &&
-	       S_ISDIR(st.st_mode);
+	return fstatat(dir_fd, de->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* Returns 1 when dir/cur or dir/new is a directory, 0 when neither
@@ -116,8 +115,7 @@ folder_name_valid(const char *dirname)
 }
 
 static void
-log_folder_skip(const char *path, const char *name, const char *reason,
-		int err)
+log_folder_skip(const char *path, const char *name, const char *reason, int err)
 {
 	struct logline *line = log_begin(LOG_LVL_WARN, "skip");
 	char *display = mutf7_to_utf8(name);
@@ -261,7 +259,8 @@ append_tab_unescaped(char **out, size_t *len, size_t *cap, const char *s,
 		i++;
 		code = strchr(codes, s[i]);
 		if (code != NULL)
-			md_buf_append(out, len, cap, values + (code - codes), 1);
+			md_buf_append(out, len, cap, values + (code - codes),
+				      1);
 		else
 			md_buf_append(out, len, cap, s + i, 1);
 	}
@@ -299,8 +298,8 @@ add_unique_string(char ***names, size_t *count, size_t *cap, char *name)
 }
 
 int
-md_read_subscriptions(const char *user_path, char ***names_r,
-		      size_t *count_r, char **error_r)
+md_read_subscriptions(const char *user_path, char ***names_r, size_t *count_r,
+		      char **error_r)
 {
 	char *path = xasprintf("%s/subscriptions", user_path);
 	char *line = NULL, **names = NULL;
@@ -469,8 +468,7 @@ parse_keyword_line(char *line, char *keywords_r[N_KEYWORDS])
 }
 
 int
-md_read_keywords(const char *folder_path, char *keywords_r[26],
-		 char **error_r)
+md_read_keywords(const char *folder_path, char *keywords_r[26], char **error_r)
 {
 	char *path = xasprintf("%s/dovecot-keywords", folder_path);
 	char *line = NULL;
@@ -515,6 +513,10 @@ md_keywords_free(char *keywords[26])
 struct scan {
 	const struct md_folder *folder;
 	const char *user;
+	/* The directory being listed, so that each file is looked up by
+	 * its name alone rather than by a whole path; AT_FDCWD when the
+	 * name is a whole path. */
+	int dir_fd;
 	char *keywords[N_KEYWORDS];
 	struct md_stats *stats;
 	struct md_message *msgs;
@@ -544,12 +546,15 @@ log_message_skip(const char *user, const struct md_folder *folder,
 /* Returns 0 when path is a readable, non-empty regular file; otherwise
  * counts and logs the skip and returns -1. */
 static int
-check_message_file(const char *user, const struct md_folder *folder,
-		   const char *path, struct stat *st, struct md_stats *stats)
+check_message_file(const struct scan *sc, const char *name, const char *path,
+		   struct stat *st)
 {
+	const char *user = sc->user;
+	const struct md_folder *folder = sc->folder;
+	struct md_stats *stats = sc->stats;
 	int fd;
 
-	if (fstatat(AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(sc->dir_fd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
 		goto failed;
 	if (!S_ISREG(st->st_mode)) {
 		stats->skipped_not_file++;
@@ -563,7 +568,8 @@ check_message_file(const char *user, const struct md_folder *folder,
 	}
 	/* Only open() shows whether the file can be read, because root
 	 * may read a file whose permission bits deny it. */
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	fd = openat(sc->dir_fd, name,
+		    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		goto failed;
 	close(fd);
@@ -639,8 +645,9 @@ read_message(struct scan *sc, bool in_new, const char *filename,
 				 "malformed_name", 0);
 		goto skip;
 	}
-	if (check_message_file(sc->user, sc->folder, msg->path, &st,
-			       sc->stats) < 0)
+	if (check_message_file(sc,
+			       sc->dir_fd == AT_FDCWD ? msg->path : filename,
+			       msg->path, &st) < 0)
 		goto skip;
 
 	msg->uniq = uniq;
@@ -654,8 +661,8 @@ read_message(struct scan *sc, bool in_new, const char *filename,
 	/* A message still in new/ has not been seen by any client. */
 	if (in_new)
 		msg->flags.sys &= ~(unsigned)FLAG_SEEN;
-	msg->internaldate = md_internaldate(msg->path, uniq, st.st_mtime,
-					    &source);
+	msg->internaldate =
+		md_internaldate(msg->path, uniq, st.st_mtime, &source);
 	note_date_source(sc, msg, source);
 	free(letters);
 	return 1;
@@ -671,8 +678,8 @@ skip:
 static int
 scan_subdir(struct scan *sc, bool in_new, char **error_r)
 {
-	char *path = xasprintf("%s/%s", sc->folder->path,
-			       in_new ? "new" : "cur");
+	char *path =
+		xasprintf("%s/%s", sc->folder->path, in_new ? "new" : "cur");
 	struct dirent *de;
 	DIR *dir = opendir(path);
 	int ret = -1;
@@ -681,6 +688,7 @@ scan_subdir(struct scan *sc, bool in_new, char **error_r)
 		ret = errno == ENOENT ? 0 : -1;
 		goto out;
 	}
+	sc->dir_fd = dirfd(dir);
 	while (errno = 0, (de = readdir(dir)) != NULL) {
 		/* Hidden names (".", "..", NFS's ".nfs*") are not messages
 		 * and are not counted as skipped. */
@@ -692,10 +700,11 @@ scan_subdir(struct scan *sc, bool in_new, char **error_r)
 						  &sc->msgs[sc->count]);
 	}
 	ret = errno != 0 ? -1 : 1;
+	sc->dir_fd = AT_FDCWD;
 out:
 	if (ret < 0)
-		*error_r = xasprintf("cannot list %s: %s", path,
-				     strerror(errno));
+		*error_r =
+			xasprintf("cannot list %s: %s", path, strerror(errno));
 	if (dir != NULL)
 		closedir(dir);
 	free(path);
@@ -806,7 +815,7 @@ md_scan_folder(const struct md_folder *folder, const char *user,
 	       struct md_stats *stats, char **error_r)
 {
 	struct md_stats dummy;
-	struct scan sc = {.folder = folder, .user = user};
+	struct scan sc = {.folder = folder, .user = user, .dir_fd = AT_FDCWD};
 	int listed_new, listed_cur = -1, ret = -1;
 
 	sc.stats = md_stats_or_dummy(stats, &dummy);
@@ -823,7 +832,8 @@ md_scan_folder(const struct md_folder *folder, const char *user,
 		goto out;
 	if (listed_new == 0 && listed_cur == 0) {
 		*error_r = xasprintf("%s has neither new/ nor cur/; it is not "
-				     "a Maildir folder", folder->path);
+				     "a Maildir folder",
+				     folder->path);
 		goto out;
 	}
 
@@ -845,12 +855,12 @@ out:
 }
 
 int
-md_read_message(const struct md_folder *folder, const char *user,
-		bool in_new, const char *filename, char *const keywords[26],
+md_read_message(const struct md_folder *folder, const char *user, bool in_new,
+		const char *filename, char *const keywords[26],
 		struct md_message *msg_r, struct md_stats *stats)
 {
 	struct md_stats dummy;
-	struct scan sc = {.folder = folder, .user = user};
+	struct scan sc = {.folder = folder, .user = user, .dir_fd = AT_FDCWD};
 	int ret;
 
 	sc.stats = md_stats_or_dummy(stats, &dummy);
