@@ -83,6 +83,9 @@ open_file(const char *path, char **error_r)
 	return fd;
 }
 
+/* Where glibc's syslog() sends its lines. */
+#define SYSLOG_SOCKET "/dev/log"
+
 int
 log_open(const char *path, bool use_syslog, const char *ident,
 	 char **error_r)
@@ -92,6 +95,10 @@ log_open(const char *path, bool use_syslog, const char *ident,
 	if (path != NULL && (fd = open_file(path, error_r)) < 0)
 		return -1;
 
+	/* Without a syslog daemon, syslog() tries to connect to /dev/log
+	 * again for every line: a socket and a failed connect each. */
+	if (use_syslog && access(SYSLOG_SOCKET, W_OK) < 0)
+		use_syslog = false;
 	pthread_mutex_lock(&sink.lock);
 	if (sink.fd >= 0)
 		close(sink.fd);

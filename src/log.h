@@ -27,7 +27,8 @@ enum log_level {
 };
 
 /* Open the log file for appending (NULL for none), and syslog when
- * use_syslog. Returns 0, or -1 with *error_r (caller frees). */
+ * use_syslog and a syslog daemon listens on /dev/log. Returns 0, or -1
+ * with *error_r (caller frees). */
 int log_open(const char *path, bool use_syslog, const char *ident,
 	     char **error_r);
 /* Reopen the log file after logrotate moved it. The summaries of the
