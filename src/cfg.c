@@ -391,8 +391,11 @@ open_config(struct loader *ld, FILE **f_r)
 
 	f = fopen(ld->path, "re");
 	if (f == NULL)
-		return fail(ld, "%s: cannot open the configuration file: %s",
-			    ld->path, strerror(errno));
+		return fail(ld,
+			    "%s: cannot open the configuration file: %s%s",
+			    ld->path, strerror(errno),
+			    errno == ENOENT ? "; name another one with -c FILE"
+					    : "");
 	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
 		fclose(f);
 		return fail(ld, "%s: the configuration is not a regular file",
