@@ -6,7 +6,7 @@ man page is generated from it rather than written twice:
 
     scripts/md2man.py doc/config.md doc/mailrepl.conf.5.tmpl > doc/mailrepl.conf.5
 
-The template (doc/mailrepl.conf.5.tmpl) holds the .TH line, NAME, SYNOPSIS,
+The template (doc/mailrepl.conf.5.tmpl) contains the .TH line, NAME, SYNOPSIS,
 FILES and SEE ALSO; the line "@CONFIG_MD@" in it is replaced by the
 converted Markdown. tests/manpages.sh runs this again and fails when the
 committed page differs.
@@ -167,7 +167,8 @@ def main():
     with open(sys.argv[2], encoding="utf-8") as f:
         template = f.read()
     if "@CONFIG_MD@\n" not in template:
-        sys.stderr.write("md2man.py: %s has no @CONFIG_MD@ line\n" %
+        sys.stderr.write("md2man.py: the line @CONFIG_MD@ is missing from "
+                         "%s; add it where the converted text goes\n" %
                          sys.argv[2])
         return 1
     sys.stdout.write(template.replace("@CONFIG_MD@\n", body + "\n"))

@@ -25,9 +25,9 @@ trap 'rm -rf "$work"' EXIT
 # Tools to build and inspect the package; devscripts is not needed.
 tools=(dpkg-dev debhelper lintian fakeroot man-db python3)
 missing=()
-for p in "${tools[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
-		grep -q 'install ok installed' || missing+=("$p")
+for package in "${tools[@]}"; do
+	dpkg-query -W -f='${Status}' "$package" 2>/dev/null |
+		grep -q 'install ok installed' || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "package-test: installing ${missing[*]}" >&2
