@@ -1,7 +1,8 @@
 #!/bin/bash
 # The test command: install what is missing, build, run the Check unit
 # and Dovecot tests, then the end-to-end tests (on the SpamAssassin
-# corpus, and of "mailrepl status" with both agents). Prints Check's
+# corpus, and of "mailrepl status" with both agents), and the release
+# artefacts (distcheck, the Debian package). Prints Check's
 # summary lines and a final "N passed, N failed" line; exits non-zero on
 # any failure.
 set -uo pipefail
@@ -46,6 +47,16 @@ for log in tests/check_*.log; do
 	[ "$bad" -eq 0 ] || grep -E ':[EF]:' "$log" | head -20
 done
 
+# tests/manpages.py prints PASS and FAIL lines instead of a Check summary.
+if [ -f tests/manpages.log ]; then
+	grep -E '^(PASS|FAIL): ' tests/manpages.log
+	passed=$((passed + $(grep -c '^PASS: ' tests/manpages.log)))
+	failed=$((failed + $(grep -c '^FAIL: ' tests/manpages.log)))
+else
+	echo "FAIL: tests/manpages.py did not run"
+	failed=$((failed + 1))
+fi
+
 if [ "$check_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	echo "ci: make check failed without a failing Check test:"
 	tail -30 check.log
@@ -53,11 +64,13 @@ if [ "$check_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 fi
 
 # End-to-end tests: "mailrepl init" on the corpus (run.sh), the agent's
-# running replication (live.sh) and status with both agents (status.sh).
-# Each test prints "PASS: name" or "FAIL: name".
-for script in run.sh live.sh status.sh; do
+# running replication (live.sh), status with both agents (status.sh),
+# then distcheck and the Debian package (package-test.sh). Each test
+# prints "PASS: name" or "FAIL: name".
+for script in tests/e2e/run.sh tests/e2e/live.sh tests/e2e/status.sh \
+	scripts/package-test.sh; do
 	e2e_out=$(mktemp)
-	bash "tests/e2e/$script" 2>&1 | tee "$e2e_out"
+	bash "$script" 2>&1 | tee "$e2e_out"
 	e2e_pass=$(grep -c '^PASS: ' "$e2e_out")
 	e2e_fail=$(grep -c '^FAIL: ' "$e2e_out")
 	if [ "$e2e_pass" -eq 0 ] && [ "$e2e_fail" -eq 0 ]; then
