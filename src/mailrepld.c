@@ -152,6 +152,11 @@ log_reload_failed(const char *error)
 
 /* Reopen the log file, or open the one that next names when the path
  * changed. A failure keeps the current file and is logged. */
+/* Whether to log to syslog too; set at start. Under systemd with -f,
+ * stderr already goes to the journal (systemd sets JOURNAL_STREAM then),
+ * and syslog would put every line there a second time. */
+static bool log_to_syslog = true;
+
 static void
 reopen_log(const struct config *cur, const struct config *next)
 {
@@ -159,7 +164,8 @@ reopen_log(const struct config *cur, const struct config *next)
 	int r;
 
 	if (next != NULL && strcmp(next->log_file, cur->log_file) != 0)
-		r = log_open(next->log_file, true, "mailrepld", &error);
+		r = log_open(next->log_file, log_to_syslog, "mailrepld",
+			     &error);
 	else
 		r = log_reopen(&error);
 	if (r < 0) {
@@ -243,7 +249,9 @@ open_agent_log(struct agent *a)
 {
 	char *error = NULL, *msg;
 
-	if (log_open(a->cfg->log_file, true, "mailrepld", &error) < 0) {
+	log_to_syslog = !a->foreground || getenv("JOURNAL_STREAM") == NULL;
+	if (log_open(a->cfg->log_file, log_to_syslog, "mailrepld", &error) <
+	    0) {
 		msg = xasprintf("%s; set [general] log_file in %s to a "
 				"writable path",
 				error, a->cfg->path);
