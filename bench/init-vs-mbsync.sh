@@ -10,8 +10,9 @@
 # describes the method; the results go to doc/benchmarks.md.
 set -euo pipefail
 
-readonly SECTION_BEGIN='<!-- init-vs-mbsync:begin -->'
-readonly SECTION_END='<!-- init-vs-mbsync:end -->'
+# Not readonly: bench/peers.sh sources this file and writes its own section.
+SECTION_BEGIN='<!-- init-vs-mbsync:begin -->'
+SECTION_END='<!-- init-vs-mbsync:end -->'
 
 top=$(cd -- "$(dirname -- "$0")/.." && pwd -P)
 rounds=3
@@ -646,4 +647,8 @@ main() {
 	fi
 }
 
-main "$@"
+# bench/peers.sh sources this file for its functions; only a direct run
+# runs the benchmark.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+	main "$@"
+fi
