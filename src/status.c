@@ -58,11 +58,24 @@ status_judge(const struct status_input *in, long long now,
 		return;
 	}
 	if (!in->init_found || !in->init_ok) {
-		judge(out, SYNC_STATE_NOT_INITIALIZED, STATUS_CRITICAL, 0,
-		      in->init_found ? "the last initial replication failed; "
-				       "run mailrepl init"
-				     : "no initial replication has run; run "
-				       "mailrepl init");
+		if (in->master)
+			judge(out, SYNC_STATE_NOT_INITIALIZED, STATUS_CRITICAL,
+			      0,
+			      in->init_found
+				      ? "the last initial replication failed; "
+					"run mailrepl init"
+				      : "no initial replication has run; run "
+					"mailrepl init");
+		else
+			judge(out, SYNC_STATE_NOT_INITIALIZED, STATUS_CRITICAL,
+			      0,
+			      in->init_found
+				      ? "the last initial replication failed; "
+					"run mailrepl init on the master, or "
+					"mailrepl init --request here"
+				      : "no initial replication has run; run "
+					"mailrepl init on the master, or "
+					"mailrepl init --request here");
 		return;
 	}
 	if (!in->agent_running && in->master) {
