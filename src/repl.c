@@ -68,8 +68,8 @@ struct repl {
 	char **busy;                 /* busy[i]: the user worker i applies */
 	long long retry_ms; /* monotonic time of the next attempt, or 0 */
 	unsigned backoff;   /* seconds before the attempt after that */
-	bool outage;	    /* the replica failed since the last success */
-	char *failing;	    /* "user/folder" of the change that failed last */
+	bool outage;        /* the replica failed since the last success */
+	char *failing;      /* "user/folder" of the change that failed last */
 	unsigned failures;  /* its temporary failures in a row */
 	struct repl_stats stats;
 	/* Changes applied per second over the last minute, for the rate:
@@ -95,6 +95,34 @@ kick(struct repl *r)
 {
 	pthread_mutex_lock(&r->lock);
 	kick_locked(r);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Return the realtime clock ms milliseconds from now, for
+ * pthread_cond_timedwait(). */
+static struct timespec
+deadline_in(long long ms)
+{
+	struct timespec at;
+
+	clock_gettime(CLOCK_REALTIME, &at);
+	at.tv_sec += (time_t)(ms / 1000);
+	at.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (at.tv_nsec >= 1000000000L) {
+		at.tv_sec++;
+		at.tv_nsec -= 1000000000L;
+	}
+	return at;
+}
+
+/* Sleep until deadline (realtime clock) or until the replication stops. */
+static void
+sleep_until(struct repl *r, const struct timespec *deadline)
+{
+	pthread_mutex_lock(&r->lock);
+	while (!r->stopping &&
+	       pthread_cond_timedwait(&r->cond, &r->lock, deadline) == 0)
+		;
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -217,7 +245,7 @@ queue_all(struct watcher_ctx *wc, const char *why)
 		md_users_free(&users, nusers);
 		return;
 	}
-	/* The "reconcile" hint asks the worker for a full comparison. */
+	/* The "reconcile" hint requests a full comparison from the worker. */
 	hint = xasprintf("reconcile: %s", why);
 	for (size_t u = 0; u < nusers; u++) {
 		struct md_folder *folders = NULL;
@@ -496,17 +524,13 @@ queue_user_folders(struct worker_ctx *wc, size_t ui)
 static int
 prepare_user(struct worker_ctx *wc, size_t ui, struct mrerr *err)
 {
-	struct repl *r = wc->r;
 	long long settled_ms = wc->queued_ms + TREE_SETTLE_MS;
-	struct timespec until;
+	struct timespec until = {
+		.tv_sec = (time_t)(settled_ms / 1000),
+		.tv_nsec = (long)(settled_ms % 1000) * 1000000L,
+	};
 
-	until.tv_sec = (time_t)(settled_ms / 1000);
-	until.tv_nsec = (long)(settled_ms % 1000) * 1000000L;
-	pthread_mutex_lock(&r->lock);
-	while (!r->stopping &&
-	       pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
-		;
-	pthread_mutex_unlock(&r->lock);
+	sleep_until(wc->r, &until);
 	return sync_prepare_user(&wc->w, ui, err);
 }
 
@@ -549,7 +573,8 @@ apply_folder(struct worker_ctx *wc, size_t ui, const char *folder,
 	int r;
 
 	if (!find_folder(wc, ui, folder, &unit.folder)) {
-		/* Deleted or renamed: the user's folder list says which. */
+		/* Deleted or renamed: preparing the user's folder list tells
+		 * which. */
 		r = prepare_user(wc, ui, err);
 		goto out;
 	}
@@ -666,7 +691,7 @@ retry_in(struct repl *r, unsigned seconds)
 }
 
 /* Join the workers that use the state_dir lock, taking it for the first
- * one. Returns false when "mailrepl init" holds it or it failed. */
+ * one. Returns false when "mailrepl init" has it or taking it failed. */
 static bool
 lock_join(struct repl *r)
 {
@@ -783,10 +808,11 @@ note_applied(struct repl *r, const char *user, const char *folder, bool ok)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* Whether a failed change stays queued for another attempt: always when
- * the replica is down or refuses everything, and a few times when it
- * called the failure temporary. A replica that is shutting down or
- * starting answers some commands with such a NO. */
+/* Decide whether a failed change stays queued for another attempt:
+ * always when the replica is down or rejects every login, and up to
+ * TRANSIENT_ATTEMPTS times when it called the failure temporary. A
+ * Dovecot that is stopping or starting replies to some commands with
+ * such a NO. */
 static bool
 keep_after(struct repl *r, const char *user, const char *folder,
 	   const struct mrerr *err)
@@ -921,16 +947,8 @@ wait_for_work(struct worker_ctx *wc)
 		if (!paused_locked(r) && wc->seen_gen != r->kick_gen)
 			break;
 		if (r->retry_ms != 0) {
-			struct timespec until;
-			long long left = r->retry_ms - now;
+			struct timespec until = deadline_in(r->retry_ms - now);
 
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += left / 1000;
-			until.tv_nsec += (left % 1000) * 1000000;
-			if (until.tv_nsec >= 1000000000) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000;
-			}
 			pthread_cond_timedwait(&r->cond, &r->lock, &until);
 		} else {
 			pthread_cond_wait(&r->cond, &r->lock);
@@ -949,7 +967,6 @@ wait_for_work(struct worker_ctx *wc)
 static void
 settle_after_crash(struct worker_ctx *wc)
 {
-	struct repl *r = wc->r;
 	struct timespec until;
 	time_t newest = 0;
 
@@ -960,13 +977,8 @@ settle_after_crash(struct worker_ctx *wc)
 		"the agent stopped during an "
 		"upload; waiting %lld s for the replica to finish it",
 		(long long)(newest + SETTLE_SECONDS - time(NULL)));
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += newest + SETTLE_SECONDS - time(NULL);
-	pthread_mutex_lock(&r->lock);
-	while (!r->stopping &&
-	       pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
-		;
-	pthread_mutex_unlock(&r->lock);
+	until = deadline_in((newest + SETTLE_SECONDS - time(NULL)) * 1000LL);
+	sleep_until(wc->r, &until);
 }
 
 static void *
