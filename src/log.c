@@ -83,7 +83,7 @@ open_file(const char *path, char **error_r)
 	return fd;
 }
 
-/* Where glibc's syslog() sends its lines. */
+/* The socket to which glibc's syslog() sends its lines. */
 #define SYSLOG_SOCKET "/dev/log"
 
 int

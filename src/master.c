@@ -229,8 +229,8 @@ serve_replica(struct master *m, const struct config *cfg,
 		log_msg(LOG_LVL_ERROR, "error", "%s", err.text);
 		set_last_error(m, err.text);
 		free(id);
-		/* Only a refusal stops the pushing; a broken connection
-		 * says nothing about the binding. */
+		/* Only a rejection stops the pushing, because a broken
+		 * connection does not show that the binding changed. */
 		if (err.scope != MRERR_CONNECTION) {
 			repl_set_enabled(m->repl, false,
 					 "the replica's agent rejected this "

@@ -1,18 +1,18 @@
 /* Running replication on the master. A watcher thread turns inotify
- * events into rows of the change queue in the state store; a worker
- * thread takes the oldest row and applies it as a diff of that folder
+ * events into rows of the change queue in the state store. Worker
+ * threads take the oldest rows and apply each as a diff of that folder
  * (or of the user's folder list and subscriptions) against the map and
  * the replica, with the code of the initial replication.
  *
- * The queue says what changed, never what to do, so a row applied twice
+ * The queue records what changed, never what to do, so a row applied twice
  * or after a crash does no harm. A full reconcile (every user and folder
  * queued) runs at start, after an inotify overflow and every
  * [master] reconcile_interval seconds.
  *
- * The worker holds the lock of state_dir only while it drains the queue,
- * so "mailrepl init" can run whenever the queue is empty, and the worker
- * waits while it runs. It applies nothing before an initial replication
- * has succeeded. */
+ * The workers take the lock of state_dir only while they drain the
+ * queue, so "mailrepl init" can run whenever the queue is empty, and the
+ * workers wait while it runs. They apply nothing before an initial
+ * replication has succeeded. */
 #ifndef MAILREPL_REPL_H
 #define MAILREPL_REPL_H
 

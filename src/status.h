@@ -4,8 +4,8 @@
  * The master agent judges its state at every change, once a second while
  * changes are pending, and once a minute otherwise. It writes the result to
  * <state_dir>/agent-status.json (STATUS_FILE), so that "mailrepl status"
- * answers when the agent is down too, and to the metrics file; the
- * alerter sees every change of state. */
+ * works when the agent is down too, and to the metrics file. The alerter
+ * gets every change of state. */
 #ifndef MAILREPL_STATUS_H
 #define MAILREPL_STATUS_H
 
@@ -35,7 +35,7 @@ enum sync_state {
 	SYNC_STATE_OUT_OF_SYNC,     /* changes pending for longer */
 };
 
-/* What the judgement reads. Times are Unix seconds, 0 for "never". */
+/* Inputs of the judgement. Times are Unix seconds, 0 for "never". */
 struct status_input {
 	bool master;        /* else the replica's view of its master */
 	bool agent_running; /* the agent that replicates is alive */

@@ -99,7 +99,7 @@ static const char *const migrations[] = {
         " UNIQUE (user, folder)"
         ");"
         "CREATE INDEX queue_order ON queue (queued, id);",
-        /* Running replication asks whether a new file of one folder is
+        /* Running replication looks up whether a new file of one folder is
          * mapped in another folder of the same user (a move). */
         "CREATE INDEX messages_user_uniq ON messages (user, uniq);",
 };

@@ -161,7 +161,7 @@ int store_rejected_has(struct store *store, long long run_id,
  * worker to apply by diffing that folder. folder "" stands for the user
  * itself (its folder list or subscriptions). hint is free text for logs
  * (a file name, "keywords", "folders", "subscriptions") and may be NULL;
- * a hint that starts with "reconcile" asks for a full comparison with
+ * a hint that starts with "reconcile" requests a full comparison with
  * the replica and is kept when the row is queued again.
  *
  * A (user, folder) is queued at most once, so changes of one folder keep

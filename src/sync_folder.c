@@ -191,7 +191,8 @@ replica_from_map(struct folder_ctx *f, struct imapc_msg *newer, size_t nnewer)
 		}
 	}
 	qsort(f->rmsgs, n, sizeof(*f->rmsgs), cmp_rmsg_uid);
-	/* newer[] holds UIDs above every mapped one, sorted: they go last. */
+	/* newer[] contains UIDs above every mapped one, sorted, so they go
+	 * last. */
 	memcpy(f->rmsgs + n, newer, nnewer * sizeof(*newer));
 	f->nr = n + nnewer;
 	return true;
@@ -476,8 +477,7 @@ note_rejected(struct folder_ctx *f, const struct md_message *m,
 }
 
 static void
-log_upload(const struct folder_ctx *f, const struct md_message *m,
-	   uint32_t uid)
+log_upload(const struct folder_ctx *f, const struct md_message *m, uint32_t uid)
 {
 	struct logline *line = log_begin(LOG_LVL_INFO, "upload");
 	char *display = mutf7_to_utf8(f->folder);

@@ -374,6 +374,7 @@ test_rejected() {
 	local dir=$root/user05/Maildir big small after n
 	make_folder "$dir"
 	rm "$dir/maildirfolder"
+
 	small=$(marker small)
 	deliver_size "$dir" 2 "$small"
 	big=$(marker big)
@@ -382,6 +383,7 @@ test_rejected() {
 		grep -q "event=reject .*file=$big" "$log" && break
 		sleep 0.2
 	done
+
 	after=$(marker after)
 	deliver_size "$dir" 2 "$after"
 	for _ in $(seq $((timeout * 5))); do
@@ -391,6 +393,7 @@ test_rejected() {
 	# The info line of each APPEND the replica rejected is never folded
 	# into a repeat summary, so it counts every attempt.
 	n=$(grep -c "level=info event=reject .*$big" "$log")
+
 	if [ "$(copies user05 "$small")" != "1 INBOX:1" ] ||
 		[ "$(copies user05 "$after")" != "1 INBOX:1" ]; then
 		fail rejected_skipped "the small messages did not arrive: $(copies user05 "$small"), $(copies user05 "$after")"
@@ -429,13 +432,15 @@ test_burst() {
 test_replica_down() {
 	local port=$IMAP_PORT n=
 	bash "$top/scripts/dovecot-test.sh" stop "$work/replica" >/dev/null 2>&1
+
 	# Dovecot's imap processes serve the agent's open connections for a
-	# few seconds after the master process is gone; until they end, the
-	# replica is not down yet.
+	# few seconds after the master process is gone. The replica is down
+	# only when they have ended.
 	for _ in $(seq 100); do
 		[ -z "$(ss -Htn state established "( sport = :$port )")" ] && break
 		sleep 0.2
 	done
+
 	python3 "$top/tests/e2e/maildir_load.py" mix "$root" "$cache/messages" \
 		down --ops 100 "${users[@]}" >"$work/load.out" 2>&1
 	for _ in $(seq 300); do
@@ -448,6 +453,7 @@ test_replica_down() {
 	else
 		fail replica_down_pending "status: $("$bin" -c "$conf" status 2>&1 | grep pending)"
 	fi
+
 	# Changes made while the agent waits are queued too.
 	python3 "$top/tests/e2e/maildir_load.py" mix "$root" "$cache/messages" \
 		down2 --ops 50 "${users[@]}" >>"$work/load.out" 2>&1
@@ -511,6 +517,7 @@ test_overflow() {
 	local before
 	stop_agent
 	before=$(grep -c 'event=overflow' "$log")
+
 	saved_queue_limit=$(sysctl -n fs.inotify.max_queued_events) || {
 		fail overflow "cannot read fs.inotify.max_queued_events"
 		return
@@ -528,6 +535,7 @@ test_overflow() {
 		fail overflow "the agent did not start: $(tail -3 "$work/agent.out")"
 		return
 	fi
+
 	# A watcher that reads fast enough keeps a queue of 16 from filling,
 	# so the agent is stopped during the burst: the kernel queue must
 	# overflow then, and the agent finds IN_Q_OVERFLOW when it goes on.
