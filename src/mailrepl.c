@@ -425,9 +425,9 @@ cmd_verify(struct cli *cli, int argc, char **argv)
 	return r;
 }
 
-/* The status command lives in status_cmd.c. The configuration is loaded
- * here so that a file that cannot be read still gets an UNKNOWN answer
- * in the form the monitoring system asked for. */
+/* The status command is in status_cmd.c. The configuration is loaded
+ * here so that a file that cannot be read still gives an UNKNOWN result
+ * in the format the monitoring system requested. */
 static int
 cmd_status(struct cli *cli, int argc, char **argv)
 {

@@ -183,9 +183,9 @@ figures_from_json(struct json_object *obj, struct status_figures *fig)
 	copy_str(obj, "last_error", fig->last_error, sizeof(fig->last_error));
 }
 
-/* The replica knows of an initial replication what INIT BEGIN and INIT
- * END reported. One is running when the last BEGIN is newer than the
- * last END. */
+/* Read the replica's record of the initial replication, which is what
+ * INIT BEGIN and INIT END reported. One is running when the last BEGIN
+ * is newer than the last END. */
 static void
 init_from_peer(struct json_object *peer, struct status_init *init)
 {
@@ -347,9 +347,9 @@ input_from_init(struct status_input *in, const struct status_init *init)
 	in->init_partial = init->found && strcmp(init->result, "rejected") == 0;
 }
 
-/* status_judge() returns when an out-of-sync state began; for the other
- * states take the start from the agent's record when it judged the
- * same, or from the event that caused the state. */
+/* status_judge() returns when an out-of-sync state began. For the other
+ * states, take the start from the agent's record when it judged the
+ * same, or else from the event that caused the state. */
 static long long
 since_for(const struct status_view *v)
 {

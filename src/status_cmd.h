@@ -32,7 +32,7 @@ int status_cmd_run(const struct config *cfg, const struct status_options *opts,
 		   FILE *out);
 
 /* Print the output for a configuration that could not be loaded (error
- * names the file and the cause) in the form opts asks for, and return
+ * names the file and the cause) in the format opts requests, and return
  * 3 (UNKNOWN). */
 int status_cmd_fail(const struct status_options *opts, const char *error,
 		    FILE *out);

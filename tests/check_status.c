@@ -694,7 +694,7 @@ START_TEST(master_in_sync)
 	ck_assert_str_eq(str_at(r.json, "running.last_folder"), "INBOX");
 	ck_assert_ptr_null(at(r.json, "running.waiting_for"));
 	ck_assert_str_eq(str_at(r.json, "sync.level"), "OK");
-	/* The state began when the agent's record says it did. */
+	/* The state began when the agent's record shows it did. */
 	ck_assert_str_eq(str_at(r.json, "sync.since"), "2023-11-14T22:13:20Z");
 	ck_assert_ptr_null(at(r.json, "last_error"));
 	result_clear(&r);
